@@ -1,0 +1,48 @@
+"""Writing a new raw dataset safely: into a hidden staging folder that is renamed into place at the end,
+so a failed conversion leaves nothing behind and an existing dataset is never overwritten."""
+import contextlib
+import shutil
+from pathlib import Path
+
+from samunet.errors import SamunetError
+from samunet.file_io import write_json
+from samunet.paths import dataset_folder_name
+
+
+def refuse_existing_id(raw_root, dataset_id):
+    existing = sorted(Path(raw_root).glob(f"Dataset{int(dataset_id):03d}_*"))
+    if existing:
+        raise SamunetError(f"{existing[0]}: dataset id {dataset_id} is taken; choose another id or remove it first")
+
+
+@contextlib.contextmanager
+def staged_dataset(raw_root, dataset_id, name):
+    """Yield a staging folder with imagesTr/ and labelsTr/; on success it becomes DatasetXXX_Name."""
+    raw_root = Path(raw_root)
+    refuse_existing_id(raw_root, dataset_id)
+    final = raw_root / dataset_folder_name(dataset_id, name)
+    staging = raw_root / f".{final.name}.partial"
+    if staging.exists():
+        shutil.rmtree(staging)
+    (staging / "imagesTr").mkdir(parents=True)
+    (staging / "labelsTr").mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    staging.rename(final)
+
+
+def write_dataset_json(folder, channel_names, labels, num_training, file_ending, **extra):
+    """nnU-Net v2 dataset.json."""
+    write_json(
+        {
+            "channel_names": {str(k): v for k, v in channel_names.items()},
+            "labels": labels,
+            "numTraining": num_training,
+            "file_ending": file_ending,
+            **extra,
+        },
+        Path(folder) / "dataset.json",
+    )

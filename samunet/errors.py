@@ -1,0 +1,26 @@
+"""User-facing errors and the wrapper that turns them into one-line messages."""
+import functools
+import os
+import sys
+
+
+class SamunetError(Exception):
+    """A problem with the user's input or environment: shown as one line, never as a traceback."""
+
+
+def cli_entry(func):
+    """Run a console-script main: user errors become `prog: error: message` and exit code 2."""
+
+    @functools.wraps(func)
+    def wrapper(argv=None):
+        prog = os.path.basename(sys.argv[0]) or func.__module__
+        try:
+            return func(argv)
+        except SamunetError as err:
+            print(f"{prog}: error: {err}", file=sys.stderr)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            print(f"{prog}: interrupted", file=sys.stderr)
+            sys.exit(130)
+
+    return wrapper

