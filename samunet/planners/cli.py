@@ -18,9 +18,10 @@ from samunet.raw_dataset import load_raw_dataset
 def run_fingerprint(dataset_id, num_processes=1, verify=False, clean=False):
     """Write dataset_fingerprint.json and a copy of dataset.json; reuse a fingerprint of unchanged data."""
     raw = load_raw_dataset(find_raw_dataset(dataset_id))
-    check_headers(raw)
     if verify:
         verify_dataset_integrity(raw, num_processes)
+    else:
+        check_headers(raw)
     out = preprocessed_root() / raw.name
     path = out / FINGERPRINT_FILE
     if path.is_file() and not clean:

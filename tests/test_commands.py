@@ -1,0 +1,50 @@
+"""The installed console scripts: user mistakes end in one line on stderr, exit code 2, no traceback."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+COMMANDS = [
+    "samunet_plan_and_preprocess", "samunet_extract_fingerprint", "samunet_plan_experiment", "samunet_preprocess",
+    "samunet_convert_msd", "samunet_convert_2d", "samunet_generate_synthetic",
+]
+
+
+def run(args, env):
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def clean_env(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAMUNET_", "nnUNet_"))}
+    return env
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_works(command, clean_env):
+    result = run([command, "--help"], clean_env)
+    assert result.returncode == 0 and "usage:" in result.stdout
+
+
+def test_missing_environment_variable(clean_env):
+    result = run(["samunet_plan_and_preprocess", "-d", "501"], clean_env)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "samunet_plan_and_preprocess: error: environment variable SAMUNET_RAW is not set (nor nnUNet_raw): "
+        "export SAMUNET_RAW=/path/to/folder"
+    ]
+
+
+def test_unknown_dataset_and_end_to_end(clean_env, tmp_path):
+    env = dict(clean_env, SAMUNET_RAW=str(tmp_path / "raw"), SAMUNET_PREPROCESSED=str(tmp_path / "pre"))
+    result = run(["samunet_plan_and_preprocess", "-d", "990"], env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "no folder Dataset990_*" in result.stderr or "does not exist" in result.stderr
+    assert run(["samunet_generate_synthetic", "-d", "990", "-n", "3"], env).returncode == 0
+    result = run(["samunet_plan_and_preprocess", "-d", "990", "-np", "2"], env)
+    assert result.returncode == 0, result.stderr
+    assert "default backbone: litemedsam" in result.stdout
+    assert len(list((tmp_path / "pre" / "Dataset990_Synthetic" / "samunet_2d").glob("*.b2nd"))) == 6
+    again = run(["samunet_generate_synthetic", "-d", "990"], env)
+    assert again.returncode == 2 and "dataset id 990 is taken" in again.stderr

@@ -1,0 +1,111 @@
+import numpy as np
+import pytest
+
+from samunet.file_io import read_json
+from samunet.imageio import read_image
+from samunet.planners.backbone_specs import BACKBONES, batch_size_for
+from samunet.planners.cli import run_fingerprint, run_planning
+from samunet.planners.experiment_planner import plan_experiment, target_spacing_3d
+from samunet.planners.splits import make_splits
+from samunet.preprocessing.cropping import bounding_box, nonzero_mask
+from samunet.raw_dataset import load_raw_dataset
+
+
+def fingerprint_of(env, raw_folder, **kwargs):
+    run_fingerprint(990, num_processes=kwargs.pop("num_processes", 1), **kwargs)
+    return read_json(env.preprocessed / raw_folder.name / "dataset_fingerprint.json")
+
+
+def test_fingerprint_matches_the_data(make_dataset, env):
+    raw_folder = make_dataset(num_cases=3, num_channels=2, spacing_jitter=0.1)
+    fp = fingerprint_of(env, raw_folder)
+    raw = load_raw_dataset(raw_folder)
+    foreground = {0: [], 1: []}
+    for i, case in enumerate(raw.cases.values()):
+        images = [read_image(p)[0] for p in case.images]
+        label, geometry = read_image(case.label)
+        assert fp["spacings"][i] == pytest.approx(list(geometry.spacing_zyx))
+        box = bounding_box(nonzero_mask(np.stack(images)))
+        assert fp["shapes_after_crop"][i] == [hi - lo for lo, hi in box]
+        for c in (0, 1):
+            foreground[c].append(images[c][label > 0])
+    for c in (0, 1):
+        values = np.concatenate(foreground[c])
+        stats = fp["foreground_intensity_properties_per_channel"][str(c)]
+        # every foreground voxel is drawn many times, so min and max are exact; each case gives as many
+        # samples (nnU-Net's rule), so the mean is the mean of the per-case means
+        assert stats["min"] == values.min() and stats["max"] == values.max()
+        assert stats["mean"] == pytest.approx(np.mean([v.mean() for v in foreground[c]]), rel=0.01)
+        assert stats["percentile_00_5"] < stats["median"] < stats["percentile_99_5"]
+    assert fp["median_relative_size_after_cropping"] < 1
+
+
+def test_fingerprint_is_reproducible_and_parallel_equals_serial(make_dataset, env):
+    raw_folder = make_dataset(num_cases=3)
+    first = fingerprint_of(env, raw_folder)
+    second = fingerprint_of(env, raw_folder, num_processes=2, clean=True)
+    assert first == second
+
+
+def test_target_spacing_follows_nnunet_anisotropy_rule():
+    spacings = [[5.0, 0.8, 0.8], [6.0, 0.8, 0.8], [3.0, 0.8, 0.8], [5.0, 0.9, 0.9]]
+    few_slices = [[20, 200, 200]] * 4
+    assert target_spacing_3d(spacings, few_slices)[0] == pytest.approx(np.percentile([5, 6, 3, 5], 10))
+    many_slices = [[200, 200, 200]] * 4
+    assert target_spacing_3d(spacings, many_slices) == pytest.approx([5.0, 0.8, 0.8])
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_slicing_axis_is_the_lowest_resolution_axis(make_dataset, env, axis):
+    raw_folder = make_dataset(anisotropic_axis=axis)
+    fingerprint_of(env, raw_folder)
+    run_planning(990)
+    plan = read_json(env.preprocessed / raw_folder.name / "samunet_plans.json")
+    assert plan["slicing_axis"] == axis
+    assert plan["transpose_forward"][0] == axis
+    assert [plan["transpose_forward"][i] for i in plan["transpose_backward"]] == [0, 1, 2]
+    assert plan["in_plane_spacing_transposed"] == pytest.approx([0.8, 0.8])
+
+
+def test_splits_are_nnunet_kfold_on_sorted_ids():
+    ids = [f"case_{i:02d}" for i in range(13)][::-1]
+    splits = make_splits(ids)
+    # nnU-Net: sklearn KFold(5, shuffle=True, random_state=12345): one seeded shuffle of the sorted ids,
+    # then consecutive folds, the first n % 5 one larger.
+    order = np.arange(13)
+    np.random.RandomState(12345).shuffle(order)
+    keys = sorted(ids)
+    sizes = [3, 3, 3, 2, 2]
+    start = 0
+    for fold, size in zip(splits, sizes):
+        assert fold["val"] == sorted(keys[i] for i in order[start : start + size])
+        assert sorted(fold["train"] + fold["val"]) == keys
+        start += size
+    assert len(make_splits(ids[:3])) == 3
+    assert make_splits(["only"]) == [{"train": ["only"], "val": ["only"]}]
+
+
+def test_default_backbone_is_vit_b_only_with_its_checkpoint(make_dataset, env, tmp_path, capsys):
+    raw_folder = make_dataset()
+    fp = fingerprint_of(env, raw_folder)
+    plan = plan_experiment(fp, 8.0, checkpoints_dir=str(tmp_path))
+    assert plan["default_backbone"] == "litemedsam" and "sam_vit_b_01ec64.pth" in plan["default_backbone_reason"]
+    (tmp_path / "sam_vit_b_01ec64.pth").write_bytes(b"x")
+    assert plan_experiment(fp, 8.0, checkpoints_dir=str(tmp_path))["default_backbone"] == "vit_b"
+    run_planning(990)
+    assert "default backbone: litemedsam" in capsys.readouterr().out
+
+
+def test_batch_sizes_follow_the_memory_budget(make_dataset, env):
+    raw_folder = make_dataset()
+    fp = fingerprint_of(env, raw_folder)
+    small, large = plan_experiment(fp, 8.0), plan_experiment(fp, 80.0)
+    assert set(small["backbones"]) == {"vit_b", "vit_l", "vit_h", "mobile_sam", "litemedsam", "tiny"}
+    assert small["backbones"]["vit_b"]["input_size"] == 1024 and small["backbones"]["litemedsam"]["input_size"] == 256
+    for name, entry in large["backbones"].items():
+        assert entry["batch_size"] >= small["backbones"][name]["batch_size"] >= 1
+        if entry["batch_size"] > 1:
+            assert entry["estimated_memory_gb"] <= 80.0
+    assert large["backbones"]["vit_b"]["batch_size"] > small["backbones"]["vit_b"]["batch_size"]
+    spec = BACKBONES["vit_b"]
+    assert batch_size_for(spec, 512, 8.0) > batch_size_for(spec, 1024, 8.0)
