@@ -1,4 +1,5 @@
 """One way to run a per-case function over many cases: in a process pool, with a progress bar."""
+import argparse
 import multiprocessing
 
 from tqdm import tqdm
@@ -15,3 +16,16 @@ def map_with_progress(func, jobs, num_processes=1, desc=None):
         return [func(job) for job in tqdm(jobs, desc=desc, leave=False)]
     with multiprocessing.get_context("fork").Pool(min(num_processes, len(jobs))) as pool:
         return list(tqdm(pool.imap(func, jobs), total=len(jobs), desc=desc, leave=False))
+
+
+def add_num_processes_argument(parser, default=4):
+    def positive_int(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+        return value
+
+    parser.add_argument("-np", type=positive_int, default=default, help=f"worker processes (default {default})")

@@ -15,7 +15,7 @@ import SimpleITK as sitk
 from samunet.dataset_conversion.dataset_writer import staged_dataset, write_dataset_json
 from samunet.errors import SamunetError, cli_entry
 from samunet.file_io import read_json
-from samunet.parallel import map_with_progress
+from samunet.parallel import add_num_processes_argument, map_with_progress
 from samunet.paths import raw_root
 
 
@@ -109,7 +109,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description="Convert a Medical Segmentation Decathlon task to nnU-Net v2 layout.")
     parser.add_argument("-i", required=True, help="the TaskXX_Name folder")
     parser.add_argument("-overwrite_id", type=int, default=None, help="dataset id to use instead of the task number")
-    parser.add_argument("-np", type=int, default=4, help="worker processes (default 4)")
+    add_num_processes_argument(parser)
     args = parser.parse_args(argv)
     folder = Path(args.i)
     if not folder.is_dir():

@@ -8,6 +8,7 @@ from samunet.dataset_integrity import check_headers, verify_dataset_integrity
 from samunet.errors import SamunetError, cli_entry
 from samunet.file_io import read_json, write_json
 from samunet.paths import find_raw_dataset, preprocessed_root
+from samunet.parallel import add_num_processes_argument
 from samunet.planners.backbone_specs import DEFAULT_GPU_MEMORY_GB
 from samunet.planners.experiment_planner import PLANS_FILE, plan_experiment
 from samunet.planners.fingerprint import FINGERPRINT_FILE, extract_fingerprint
@@ -65,7 +66,7 @@ def run_planning(dataset_id, gpu_memory_gb=DEFAULT_GPU_MEMORY_GB):
 
 
 def add_fingerprint_arguments(parser):
-    parser.add_argument("-np", type=int, default=4, help="worker processes (default 4)")
+    add_num_processes_argument(parser)
     parser.add_argument(
         "--verify_dataset_integrity", action="store_true", help="read every case first and list every problem found"
     )

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from samunet.dataset_integrity import check_headers, read_checked_case
 from samunet.errors import SamunetError, cli_entry
 from samunet.file_io import read_json
-from samunet.parallel import map_with_progress
+from samunet.parallel import add_num_processes_argument, map_with_progress
 from samunet.paths import find_raw_dataset, preprocessed_root
 from samunet.planners.experiment_planner import PLANS_FILE, preprocessing_fields
 from samunet.preprocessing.preprocess_case import preprocess_case
@@ -78,7 +78,7 @@ def preprocess_dataset(dataset_id, num_processes=1, clean=False):
 
 
 def add_preprocess_arguments(parser):
-    parser.add_argument("-np", type=int, default=4, help="worker processes (default 4)")
+    add_num_processes_argument(parser)
     parser.add_argument("--clean", action="store_true", help="delete earlier output of this stage and redo it")
 
 
