@@ -1,0 +1,1 @@
+"""SAM backbones, prompt-free multi-class heads, LoRA / adapters, and the fine-tuning strategies."""

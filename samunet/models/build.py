@@ -1,0 +1,91 @@
+"""build_model: backbone + strategy + number of classes -> SamSegmenter with exactly the declared
+parameters trainable."""
+from dataclasses import asdict, dataclass
+
+from samunet import __version__
+from samunet.models.adapters import add_decoder_adapters, add_encoder_adapters
+from samunet.models.backbones import build_backbone
+from samunet.models.heads import HEADS
+from samunet.models.lora import add_lora
+from samunet.models.segmenter import SamSegmenter
+from samunet.models.strategies import get_strategy
+from samunet.planners.backbone_specs import BACKBONES
+
+ENCODER_LORA_TARGETS = {"qkv"}
+DECODER_LORA_TARGETS = {"q_proj", "v_proj"}
+
+
+@dataclass(frozen=True)
+class PeftConfig:
+    lora_rank: int = 4
+    lora_alpha: float = 4.0
+    lora_dropout: float = 0.0
+    adapter_ratio: float = 0.25
+
+
+def _selected(mode, relative_name, class_specific):
+    if mode == "full":
+        return True
+    if mode == "lora":
+        return ".lora_" in relative_name or relative_name.startswith(class_specific)
+    if mode == "adapter":
+        return ".adapter." in relative_name or relative_name.startswith(class_specific)
+    return False
+
+
+def trainable_parameter_names(model, strategy):
+    head = model.head
+    names = set()
+    for name, _ in model.named_parameters():
+        if name.startswith("encoder."):
+            if _selected(strategy.encoder, name, ()):
+                names.add(name)
+        elif name.startswith("head."):
+            rel = name[len("head."):]
+            if rel.startswith("prompt_encoder.") or rel.startswith(head.always_frozen):
+                continue
+            if _selected(strategy.decoder, rel, head.class_specific):
+                names.add(name)
+    return names
+
+
+def build_model(backbone, strategy, num_classes, input_size=None, checkpoint=None, class_names=None,
+                peft=PeftConfig(), weights=True):
+    """A SamSegmenter on `backbone` (weights from `checkpoint` or the registry's default) tuned as
+    `strategy` declares, with K = num_classes foreground classes. weights=False: architecture only."""
+    strategy = get_strategy(strategy)
+    parts = build_backbone(backbone, input_size, checkpoint, weights=weights)
+    head = HEADS[strategy.head](parts, num_classes)
+    if strategy.encoder == "lora":
+        add_lora(parts.image_encoder, ENCODER_LORA_TARGETS, peft.lora_rank, peft.lora_alpha, peft.lora_dropout)
+    elif strategy.encoder == "adapter":
+        add_encoder_adapters(parts.image_encoder, peft.adapter_ratio)
+    if strategy.decoder == "lora":
+        add_lora(head.decoder.transformer, DECODER_LORA_TARGETS, peft.lora_rank, peft.lora_alpha, peft.lora_dropout)
+    elif strategy.decoder == "adapter":
+        add_decoder_adapters(head.decoder.transformer, peft.adapter_ratio)
+    spec = BACKBONES[backbone]
+    metadata = {
+        "samunet_version": __version__,
+        "backbone": backbone,
+        "strategy": strategy.name,
+        "num_classes": num_classes,
+        "class_names": list(class_names) if class_names else [f"class_{i}" for i in range(1, num_classes + 1)],
+        "input_size": parts.input_size,
+        "base_weights": parts.base_weights,
+        "peft": asdict(peft),
+        "input_range": list(spec.input_range),
+        "pixel_mean": list(spec.pixel_mean),
+        "pixel_std": list(spec.pixel_std),
+    }
+    model = SamSegmenter(parts.image_encoder, head, parts.input_size, spec.pixel_mean, spec.pixel_std,
+                         strategy.encoder_frozen, metadata)
+    trainable = trainable_parameter_names(model, strategy)
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in trainable)
+    return model
+
+
+def parameter_counts(model):
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())

@@ -1,0 +1,43 @@
+"""SAM's mask decoder, called part by part so that batches pair up correctly.
+
+`MaskDecoder.predict_masks` repeats the image embeddings once per prompt (it assumes one image and many
+prompts), so B images with B prompts become B*B pairs, and `Sam.forward` runs under `torch.no_grad`.
+Training calls this instead: image i is decoded with prompt i, gradients flow.
+"""
+import torch
+
+
+def decode_masks(decoder, image_embeddings, image_pe, sparse, dense):
+    """image_embeddings (B, C, h, w), image_pe (1, C, h, w), sparse (B, N, C), dense (B, C, h, w)
+    -> masks (B, T, 4h, 4w) for the decoder's T mask tokens, and IoU predictions (B, T)."""
+    b, c, h, w = image_embeddings.shape
+    output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
+    tokens = torch.cat([output_tokens.unsqueeze(0).expand(b, -1, -1), sparse.to(output_tokens.dtype)], dim=1)
+    src = image_embeddings + dense
+    pos = image_pe.expand(b, -1, -1, -1)
+    hs, src = decoder.transformer(src, pos, tokens)
+    iou_token_out = hs[:, 0]
+    mask_tokens_out = hs[:, 1 : 1 + decoder.num_mask_tokens]
+    upscaled = decoder.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
+    hyper_in = torch.stack(
+        [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)], dim=1
+    )
+    _, c_up, h_up, w_up = upscaled.shape
+    masks = (hyper_in @ upscaled.reshape(b, c_up, h_up * w_up)).reshape(b, -1, h_up, w_up)
+    return masks, decoder.iou_prediction_head(iou_token_out)
+
+
+def encode_prompts(prompt_encoder, batch_size, boxes=None, points=None):
+    """Sparse and dense prompt embeddings for a batch; no prompts gives SAM's 'no prompt' embeddings.
+
+    boxes: (B, 4) xyxy in input pixels; points: ((B, N, 2) coordinates, (B, N) labels 1/0).
+    """
+    if boxes is None and points is None:
+        weight = prompt_encoder.no_mask_embed.weight
+        sparse = weight.new_zeros(batch_size, 0, prompt_encoder.embed_dim)
+        h, w = prompt_encoder.image_embedding_size
+        dense = weight.reshape(1, -1, 1, 1).expand(batch_size, -1, h, w)
+        return sparse, dense
+    if boxes is not None:
+        boxes = boxes.reshape(-1, 1, 4) if boxes.dim() == 2 else boxes
+    return prompt_encoder(points=points, boxes=boxes, masks=None)

@@ -1,0 +1,52 @@
+"""The trainable model: image encoder + head, images in -> (B, K+1, S, S) class logits out.
+
+`encode` and `decode` are separate so that a trainer can cache embeddings of a frozen encoder.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+
+class SamSegmenter(nn.Module):
+    def __init__(self, encoder, head, input_size, pixel_mean, pixel_std, encoder_frozen, metadata):
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+        self.input_size = input_size
+        self.encoder_frozen = encoder_frozen
+        self.metadata = metadata
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(1, 3, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(1, 3, 1, 1), False)
+
+    @property
+    def num_outputs(self):
+        return self.head.num_outputs
+
+    def encode(self, images):
+        """images: (B, 3, S, S) in the backbone's input range (plan: backbones.<name>.input_range)."""
+        return self.encoder((images - self.pixel_mean) / self.pixel_std)
+
+    def decode(self, embeddings, boxes=None, points=None):
+        logits = self.head(embeddings, boxes=boxes, points=points)
+        if logits.shape[-2:] != (self.input_size, self.input_size):
+            logits = F.interpolate(logits, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+        return logits
+
+    def forward(self, images, boxes=None, points=None):
+        return self.decode(self.encode(images), boxes, points)
+
+    def train(self, mode=True):
+        super().train(mode)
+        if mode:
+            # Frozen parts keep inference behaviour: batch norm statistics must not drift (that would
+            # also invalidate cached embeddings).
+            if self.encoder_frozen:
+                self.encoder.eval()
+            for module in self.modules():
+                if isinstance(module, _BatchNorm) and not any(p.requires_grad for p in module.parameters()):
+                    module.eval()
+        return self
+
+    def trainable_state(self):
+        return {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}
