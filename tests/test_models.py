@@ -1,0 +1,210 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from samunet.errors import SamunetError
+from samunet.models.backbones import build_backbone
+from samunet.models.build import build_model, parameter_counts
+from samunet.models.checkpoint import load_model, load_trainable, read_checkpoint, save_checkpoint
+from samunet.models.strategies import STRATEGIES
+
+SIZE = 64
+K = 2
+
+
+def tiny(strategy, **kwargs):
+    return build_model("tiny", strategy, K, input_size=SIZE, **kwargs)
+
+
+def train_steps(model, steps=2, seed=0):
+    torch.manual_seed(seed)
+    images = torch.rand(2, 3, SIZE, SIZE)
+    target = torch.randint(0, K + 1, (2, SIZE, SIZE))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.0)
+    model.train()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        F.cross_entropy(model(images), target).backward()
+        optimizer.step()
+    return model
+
+
+def check_declaration(strategy, name):
+    """What the strategy's declaration says about one parameter name (independent of build.py's rule)."""
+    if name.startswith("encoder."):
+        mode, special = strategy.encoder, False
+    else:
+        if name.startswith("head.prompt_encoder.") or ".iou_prediction_head." in name:
+            return False
+        mode = strategy.decoder
+        special = any(s in name for s in ("mask_tokens", "output_hypernetworks_mlps", "class_tokens"))
+    return {
+        "full": True,
+        "frozen": False,
+        "lora": "lora_" in name or special,
+        "adapter": ".adapter." in name or special,
+    }[mode]
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_strategy_output_and_exactly_declared_parameters_change(name):
+    strategy = STRATEGIES[name]
+    model = tiny(name)
+    assert model(torch.rand(3, 3, SIZE, SIZE)).shape == (3, K + 1, SIZE, SIZE)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    train_steps(model)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    declared = {n for n in before if check_declaration(strategy, n)}
+    assert trainable == declared
+    assert changed == trainable  # and every other parameter is bit-identical
+    assert parameter_counts(model)[0] == sum(before[n].numel() for n in declared)
+    if strategy.encoder_frozen:
+        assert not any(n.startswith("encoder.") for n in trainable)
+
+
+@pytest.mark.parametrize("name", ["lora_both", "adapter_both", "lora_encoder", "adapter_decoder"])
+def test_lora_and_adapters_start_as_the_base_model(name):
+    x = torch.rand(2, 3, SIZE, SIZE)
+    torch.testing.assert_close(tiny(name).eval()(x), tiny("full").eval()(x))
+
+
+def test_decoding_pairs_each_image_with_its_own_prompt():
+    model = tiny("decoder").eval()
+    images = torch.rand(3, 3, SIZE, SIZE)
+    together = model(images)
+    alone = torch.cat([model(images[i : i + 1]) for i in range(3)])
+    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-5)
+    boxes = torch.tensor([[4.0, 4.0, 40.0, 40.0], [10.0, 8.0, 60.0, 50.0], [0.0, 0.0, 63.0, 63.0]])
+    prompted = model(images, boxes=boxes)
+    assert prompted.shape == together.shape and not torch.allclose(prompted, together)
+    torch.testing.assert_close(prompted[1:2], model(images[1:2], boxes=boxes[1:2]), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["lora_both", "adapter_encoder", "autosam", "cnn_head"])
+def test_checkpoint_round_trip(tmp_path, name):
+    model = train_steps(tiny(name, class_names=["core", "rim"]))
+    path = tmp_path / "checkpoint_final.pth"
+    save_checkpoint(path, model, extra={"epoch": 3})
+    loaded, payload = load_model(path)
+    x = torch.rand(2, 3, SIZE, SIZE)
+    assert torch.equal(loaded.eval()(x), model.eval()(x))
+    assert payload["epoch"] == 3
+    assert set(payload["trainable"]) == {n for n, p in model.named_parameters() if p.requires_grad}
+    summary = __import__("json").loads(path.with_suffix(".json").read_text())
+    assert summary["strategy"] == name and summary["class_names"] == ["core", "rim"]
+    assert summary["base_weights"] == "random-seed-0"
+    assert summary["trainable_parameters"] == parameter_counts(model)[0]
+
+
+def test_loading_onto_another_backbone_or_strategy_fails_clearly(tmp_path):
+    path = tmp_path / "c.pth"
+    save_checkpoint(path, tiny("lora_both"))
+    payload = read_checkpoint(path)
+    with pytest.raises(SamunetError, match="made for strategy 'lora_both', not 'lora_decoder'"):
+        load_trainable(tiny("lora_decoder"), payload, path)
+    other = build_model("litemedsam", "lora_both", K)
+    with pytest.raises(SamunetError, match="made for backbone 'tiny', not 'litemedsam'"):
+        load_trainable(other, payload, path)
+    (tmp_path / "bad.pth").write_bytes(b"garbage")
+    with pytest.raises(SamunetError, match="cannot be read as a samunet checkpoint"):
+        load_model(tmp_path / "bad.pth")
+
+
+def _sam_checkpoint(parts, path):
+    state = {f"image_encoder.{k}": v for k, v in parts.image_encoder.state_dict().items()}
+    state.update({f"prompt_encoder.{k}": v for k, v in parts.prompt_encoder.state_dict().items()})
+    state.update({f"mask_decoder.{k}": v for k, v in parts.mask_decoder.state_dict().items()})
+    torch.save(state, path)
+
+
+def test_vit_input_size_resizing(tmp_path):
+    torch.manual_seed(1)
+    original = build_backbone("tiny", input_size=1024)
+    with torch.no_grad():  # non-zero relative-position tables, so resizing them matters
+        for block in original.image_encoder.blocks:
+            block.attn.rel_pos_h.normal_()
+            block.attn.rel_pos_w.normal_()
+    path = tmp_path / "tiny_1024.pth"
+    _sam_checkpoint(original, path)
+    x = torch.rand(1, 3, 1024, 1024)
+    native = build_backbone("tiny", checkpoint=path)
+    assert native.input_size == 1024
+    with torch.no_grad():
+        assert torch.equal(native.image_encoder(x), original.image_encoder(x))
+    at_512 = build_backbone("tiny", input_size=512, checkpoint=path)
+    enc = at_512.image_encoder
+    assert enc.pos_embed.shape[1:3] == (32, 32)
+    assert enc.blocks[1].attn.rel_pos_h.shape[0] == 63  # global block: 2 * 32 - 1
+    assert torch.equal(enc.blocks[0].attn.rel_pos_h, original.image_encoder.blocks[0].attn.rel_pos_h)  # window
+    with torch.no_grad():
+        out = enc(torch.rand(1, 3, 512, 512))
+    assert out.shape == (1, 32, 32, 32) and torch.isfinite(out).all()
+    with pytest.raises(SamunetError, match="this is a tiny checkpoint, not vit_b"):
+        build_backbone("vit_b", checkpoint=path)
+    with pytest.raises(SamunetError, match="not a multiple of the patch size"):
+        build_backbone("tiny", input_size=500, checkpoint=path)
+
+
+def test_missing_user_checkpoint_is_explained(monkeypatch, tmp_path):
+    monkeypatch.delenv("SAMUNET_CHECKPOINTS", raising=False)
+    with pytest.raises(SamunetError, match="no checkpoint for backbone vit_b: pass --checkpoint PATH"):
+        build_backbone("vit_b")
+    monkeypatch.setenv("SAMUNET_CHECKPOINTS", str(tmp_path))
+    with pytest.raises(SamunetError, match="sam_vit_b_01ec64.pth"):
+        build_backbone("vit_b")
+    with pytest.raises(SamunetError, match="runs only at input size 256"):
+        build_backbone("litemedsam", input_size=512)
+
+
+def test_lora_both_on_vit_b_is_small():
+    with torch.device("meta"):
+        model = build_model("vit_b", "lora_both", K, weights=False)
+    size_mb = sum(p.numel() * 4 for p in model.parameters() if p.requires_grad) / 1e6
+    assert size_mb < 5  # SAMed's LoRA checkpoint is about 18 MB; the issue allows 25
+
+
+def test_export_merges_lora_into_plain_segment_anything_weights(tmp_path):
+    from segment_anything.modeling import MaskDecoder
+
+    from samunet.models.decoding import decode_masks, encode_prompts
+    from samunet.models.export import main as export
+
+    model = train_steps(train_steps(tiny("lora_both")), seed=1)
+    with torch.no_grad():  # make the LoRA update clearly non-zero
+        for name, p in model.named_parameters():
+            if "lora_b" in name:
+                p.normal_(std=0.05)
+    path = tmp_path / "c.pth"
+    save_checkpoint(path, model)
+    out = tmp_path / "exported.pth"
+    export([str(path), "-o", str(out)])
+    state = torch.load(out, weights_only=True)
+    parts = build_backbone("tiny", input_size=SIZE)
+    decoder = parts.mask_decoder
+    parts.mask_decoder = MaskDecoder(num_multimask_outputs=K, transformer=decoder.transformer,
+                                     transformer_dim=decoder.transformer_dim, iou_head_depth=3, iou_head_hidden_dim=32)
+    for prefix, module in (("image_encoder.", parts.image_encoder), ("prompt_encoder.", parts.prompt_encoder),
+                           ("mask_decoder.", parts.mask_decoder)):
+        module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
+    x = torch.rand(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        emb = parts.image_encoder(x)  # tiny: pixel mean 0, std 1
+        sparse, dense = encode_prompts(parts.prompt_encoder, 2)
+        masks, _ = decode_masks(parts.mask_decoder, emb, parts.prompt_encoder.get_dense_pe(), sparse, dense)
+        expected = model.eval()(x)
+    torch.testing.assert_close(F.interpolate(masks, size=(SIZE, SIZE), mode="bilinear"), expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(SystemExit):
+        export([str(path), "-o", str(out)])  # never overwrites
+
+
+def test_strategies_command_lists_every_strategy(capsys):
+    from samunet.models.strategies_cli import main
+
+    main(["-b", "tiny", "-k", "2"])
+    lines = capsys.readouterr().out.splitlines()
+    rows = {ln.split()[0]: ln.split() for ln in lines[2:]}
+    assert set(rows) == set(STRATEGIES)
+    trainable, total = parameter_counts(build_model("tiny", "lora_both", 2))
+    assert rows["lora_both"][1:3] == [f"{trainable:,}", f"{total:,}"]
