@@ -208,3 +208,27 @@ def test_strategies_command_lists_every_strategy(capsys):
     assert set(rows) == set(STRATEGIES)
     trainable, total = parameter_counts(build_model("tiny", "lora_both", 2))
     assert rows["lora_both"][1:3] == [f"{trainable:,}", f"{total:,}"]
+
+
+def test_mobile_sam_checkpoint_loads_strictly_and_rejects_vit_files(tmp_path):
+    parts = build_backbone("mobile_sam", weights=False)
+    path = tmp_path / "mobile_sam.pt"
+    _sam_checkpoint(parts, path)
+    loaded = build_backbone("mobile_sam", checkpoint=path)
+    for (name, a), b in zip(parts.image_encoder.state_dict().items(), loaded.image_encoder.state_dict().values()):
+        assert torch.equal(a, b), name
+    vit_path = tmp_path / "vit.pth"
+    _sam_checkpoint(build_backbone("tiny"), vit_path)
+    with pytest.raises(SamunetError, match="this is a tiny checkpoint, not mobile_sam"):
+        build_backbone("mobile_sam", checkpoint=vit_path)
+
+
+def test_sam_decoder_head_takes_point_prompts():
+    model = tiny("decoder").eval()
+    images = torch.rand(2, 3, SIZE, SIZE)
+    coords = torch.tensor([[[20.0, 30.0]], [[40.0, 10.0]]])
+    labels = torch.ones(2, 1)
+    with torch.no_grad():
+        out = model(images, points=(coords, labels))
+        assert out.shape == (2, K + 1, SIZE, SIZE)
+        assert not torch.allclose(out, model(images))
