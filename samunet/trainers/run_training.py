@@ -1,0 +1,123 @@
+"""`samunet_train DATASET STRATEGY [FOLD] [-b BACKBONE] ...`: fine-tune one fold.
+
+Results go to $SAMUNET_RESULTS/DatasetXXX_Name/<strategy>__<backbone>/fold_F/ (checkpoints, progress.png,
+training_log.txt, validation/summary.json), with the plan and dataset.json copied one level up.
+Multi-GPU (or multi-process CPU): `torchrun --nproc_per_node N -m samunet.trainers.run_training ...`.
+"""
+import argparse
+
+import torch
+
+from samunet.errors import SamunetError, cli_entry
+from samunet.file_io import read_json
+from samunet.models.strategies import STRATEGIES
+from samunet.paths import find_preprocessed_dataset, results_root
+from samunet.trainers.amp import default_amp
+from samunet.trainers.distributed import init_distributed, shutdown
+from samunet.trainers.trainer import TrainConfig, copy_run_description, trainer_class
+
+
+def _non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description="Fine-tune a SAM backbone on one cross-validation fold.")
+    p.add_argument("dataset", help="dataset id, e.g. 501")
+    p.add_argument("strategy", choices=list(STRATEGIES))
+    p.add_argument("fold", nargs="?", default="0", help="fold 0-4 or 'all' (default 0)")
+    p.add_argument("-b", "--backbone", default=None, help="backbone (default: the plan's default_backbone)")
+    p.add_argument("--checkpoint", default=None, help="base SAM weights file for vit_* / mobile_sam")
+    p.add_argument("--epochs", type=_positive_int, default=50)
+    p.add_argument("--iters-per-epoch", type=_positive_int, default=250)
+    p.add_argument("--batch-size", type=_positive_int, default=None, help="default: the plan's for this backbone")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 5e-4; 1e-4 for 'full')")
+    p.add_argument("--num-train-cases", type=_positive_int, default=None,
+                   help="few-shot: train on the first N cases of the fold's training split")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
+    p.add_argument("--amp", choices=("bf16", "fp16", "off"), default=None,
+                   help="mixed precision (default: bf16 where supported, fp16 on older GPUs, else off)")
+    p.add_argument("--c", action="store_true", help="continue from the latest checkpoint")
+    p.add_argument("--val", action="store_true", help="only run the final validation of a trained fold")
+    p.add_argument("-np", type=_non_negative_int, default=2, help="data loading worker processes (default 2)")
+    p.add_argument("--no-cache", action="store_true", help="never cache embeddings of a frozen encoder")
+    p.add_argument("--no-augmentation", action="store_true", help="train on slices as preprocessed")
+    p.add_argument("--val-slices", type=_positive_int, default=100, help="slices in the per-epoch validation")
+    p.add_argument("--seed", type=int, default=12345)
+    p.add_argument("--ce-weight", type=float, default=0.2)
+    p.add_argument("--dice-weight", type=float, default=0.8)
+    p.add_argument("--lora-rank", type=_positive_int, default=4)
+    return p
+
+
+def resolve_device(name):
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SamunetError("--device cuda: no CUDA device is available")
+    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def train(args, show_progress=True):
+    preprocessed = find_preprocessed_dataset(args.dataset)
+    plan = read_json(preprocessed / "samunet_plans.json")
+    backbone = args.backbone or plan["default_backbone"]
+    if args.fold != "all" and not args.fold.isdigit():
+        raise SamunetError(f"fold must be a number or 'all', got '{args.fold}'")
+    device = resolve_device(args.device)
+    config = TrainConfig(
+        strategy=args.strategy, backbone=backbone, fold=args.fold, epochs=args.epochs,
+        iters_per_epoch=args.iters_per_epoch, batch_size=args.batch_size, lr=args.lr,
+        ce_weight=args.ce_weight, dice_weight=args.dice_weight, num_train_cases=args.num_train_cases,
+        amp=args.amp or default_amp(device), num_workers=args.np, use_cache=not args.no_cache,
+        augment=not args.no_augmentation, val_slices=args.val_slices, seed=args.seed, lora_rank=args.lora_rank,
+    )
+    configuration = results_root() / preprocessed.name / f"{args.strategy}__{backbone}"
+    output = configuration / f"fold_{args.fold}"
+    latest, final = output / "checkpoint_latest.pth", output / "checkpoint_final.pth"
+    if args.val:
+        if not final.is_file():
+            raise SamunetError(f"{final}: not trained yet (no final checkpoint)")
+    elif args.c and final.is_file() and not latest.is_file():
+        print(f"{output}: training already finished")
+        return None
+    elif not args.c and (latest.is_file() or final.is_file()):
+        raise SamunetError(f"{output}: holds a trained or started fold; pass --c to continue or remove the folder")
+
+    dist_info = init_distributed(device)
+    try:
+        cls = trainer_class(args.strategy, config.use_cache)
+        trainer = cls(config, preprocessed, output, device, dist_info, base_checkpoint=args.checkpoint,
+                      show_progress=show_progress)
+        if dist_info.is_main:
+            copy_run_description(preprocessed, configuration)
+            trainer.write_log(f"{cls.__name__}: {args.strategy} on {backbone}, fold {args.fold}, device {device}, "
+                              f"amp {config.amp}, batch {trainer.batch_size}, {len(trainer.train_cases)} training cases")
+        if args.val:
+            trainer.load(final)
+            summary = trainer.write_validation_summary() if dist_info.is_main else None
+            return summary
+        if args.c and latest.is_file():
+            trainer.load(latest)
+            trainer.write_log(f"continuing from {latest} at epoch {trainer.start_epoch}")
+        trainer.run()
+        return trainer
+    finally:
+        shutdown(dist_info)
+
+
+@cli_entry
+def main(argv=None):
+    train(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

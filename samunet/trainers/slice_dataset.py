@@ -1,0 +1,38 @@
+"""Reads (and augments) preprocessed slices: SliceSpec -> (image (C, H, W), label (H, W)) numpy arrays.
+
+Slices keep their preprocessed size; resizing to the backbone's input size happens on the device.
+"""
+import numpy as np
+from torch.utils.data import Dataset
+
+from samunet.preprocessing.storage import open_case
+from samunet.trainers.augmentation import augment_slice
+
+
+class SliceDataset(Dataset):
+    def __init__(self, data_folder, augment=True):
+        self.data_folder = data_folder
+        self.augment = augment
+        self._open = {}  # lazily opened blosc2 arrays, per process
+
+    def _arrays(self, case_id):
+        if case_id not in self._open:
+            data, seg, _ = open_case(self.data_folder, case_id)
+            self._open[case_id] = (data, seg)
+        return self._open[case_id]
+
+    def __getitem__(self, spec):
+        data, seg = self._arrays(spec.case_id)
+        image = np.asarray(data[:, spec.slice_index], dtype=np.float32)
+        label = np.asarray(seg[spec.slice_index]).astype(np.int64)
+        if self.augment:
+            image, label = augment_slice(image, label, spec.augmentation_seed)
+        return image, label
+
+    def __len__(self):  # addressed by SliceSpec through a batch sampler, never by position
+        raise TypeError("SliceDataset is indexed by SliceSpec")
+
+
+def collate_slices(items):
+    """Keep variable-sized slices as lists (they are resized to one size on the device)."""
+    return [i for i, _ in items], [l for _, l in items]

@@ -1,0 +1,344 @@
+"""The training loop, shared by every strategy.
+
+`SamTrainer` feeds augmented slices through the whole model. `CachedEmbeddingTrainer` (strategies whose
+encoder is frozen) feeds cached encoder outputs to the head only: the same loop with two methods
+replaced. Strategies themselves are declarations (samunet/models/strategies.py), not trainers.
+"""
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from samunet.errors import SamunetError
+from samunet.file_io import read_json, write_json
+from samunet.models.build import PeftConfig, build_model
+from samunet.models.checkpoint import load_trainable, read_checkpoint, save_checkpoint
+from samunet.models.strategies import get_strategy
+from samunet.trainers.amp import autocast_factory, grad_scaler
+from samunet.trainers.distributed import barrier
+from samunet.trainers.embedding_cache import EmbeddingCache
+from samunet.trainers.input_mapping import InputMapper
+from samunet.trainers.loss import ce_dice_loss
+from samunet.trainers.lr_schedule import warmup_poly
+from samunet.trainers.progress import plot_progress
+from samunet.trainers.slice_dataset import SliceDataset, collate_slices
+from samunet.trainers.slice_sampler import SliceSampler, validation_slices
+
+EMA_MOMENTUM = 0.9  # nnU-Net's moving average of the pseudo Dice
+
+
+@dataclass
+class TrainConfig:
+    strategy: str
+    backbone: str
+    fold: str
+    epochs: int = 50
+    iters_per_epoch: int = 250
+    batch_size: int = None  # None: the plan's, for this backbone
+    lr: float = None  # None: 1e-4 when the whole encoder trains, else 5e-4
+    weight_decay: float = 0.01
+    ce_weight: float = 0.2
+    dice_weight: float = 0.8
+    warmup_fraction: float = 0.05
+    grad_clip: float = 12.0
+    num_train_cases: int = None
+    amp: str = "off"
+    num_workers: int = 0
+    use_cache: bool = True
+    augment: bool = True
+    val_slices: int = 100
+    seed: int = 12345
+    lora_rank: int = 4
+    lora_alpha: float = 4.0
+    lora_dropout: float = 0.0
+    adapter_ratio: float = 0.25
+
+    def learning_rate(self):
+        if self.lr is not None:
+            return self.lr
+        return 1e-4 if get_strategy(self.strategy).encoder == "full" else 5e-4
+
+
+class DecodeOnly(nn.Module):
+    """Makes `decode` the forward of the module DDP wraps, for training on cached embeddings."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, embeddings):
+        return self.model.decode(embeddings)
+
+
+def fold_cases(splits, fold, all_cases):
+    if fold == "all":
+        return sorted(all_cases), sorted(all_cases)
+    index = int(fold)
+    if not 0 <= index < len(splits):
+        raise SamunetError(f"fold {fold} does not exist: splits_final.json has folds 0..{len(splits) - 1}")
+    return splits[index]["train"], splits[index]["val"]
+
+
+class SamTrainer:
+    uses_cache = False
+
+    def __init__(self, config, preprocessed_folder, output_folder, device, dist_info, base_checkpoint=None,
+                 show_progress=True):
+        self.cfg, self.device, self.dist = config, device, dist_info
+        self.preprocessed = Path(preprocessed_folder)
+        self.output = Path(output_folder)
+        self.show_progress = show_progress and dist_info.is_main
+        self.plan = read_json(self.preprocessed / "samunet_plans.json")
+        self.dataset_json = read_json(self.preprocessed / "dataset.json")
+        self.data_folder = self.preprocessed / self.plan["data_identifier"]
+        if not self.data_folder.is_dir():
+            raise SamunetError(f"{self.data_folder}: not preprocessed yet; run samunet_preprocess first")
+        if config.backbone not in self.plan["backbones"]:
+            raise SamunetError(f"backbone {config.backbone} is not in {self.preprocessed / 'samunet_plans.json'}")
+        splits = read_json(self.preprocessed / "splits_final.json")
+        all_cases = sorted(p.stem for p in self.data_folder.glob("*.json"))
+        self.train_cases, self.val_cases = fold_cases(splits, config.fold, all_cases)
+        if config.num_train_cases is not None:
+            if not 1 <= config.num_train_cases <= len(self.train_cases):
+                raise SamunetError(f"--num-train-cases must be 1..{len(self.train_cases)} for fold {config.fold}")
+            self.train_cases = self.train_cases[: config.num_train_cases]
+        missing = sorted(set(self.train_cases + self.val_cases) - set(all_cases))
+        if missing:
+            raise SamunetError(f"{self.data_folder}: cases of the split are not preprocessed: {', '.join(missing[:5])}")
+
+        backbone_plan = self.plan["backbones"][config.backbone]
+        self.batch_size = config.batch_size or backbone_plan["batch_size"]
+        if self.batch_size % dist_info.world_size:
+            raise SamunetError(f"batch size {self.batch_size} does not split over {dist_info.world_size} processes")
+        class_names = [n for n, v in sorted(self.plan["labels"].items(), key=lambda kv: kv[1]) if v != 0]
+        peft = PeftConfig(config.lora_rank, config.lora_alpha, config.lora_dropout, config.adapter_ratio)
+        self.model = build_model(config.backbone, config.strategy, len(class_names),
+                                 input_size=backbone_plan["input_size"], checkpoint=base_checkpoint,
+                                 class_names=class_names, peft=peft).to(device)
+        self.mapper = InputMapper(self.plan["intensity_mapping"]["window_per_channel"],
+                                  backbone_plan["input_range"], self.model.input_size, device)
+        self.autocast = autocast_factory(device, config.amp)
+        self.scaler = grad_scaler(device, config.amp)
+        self.sampler = SliceSampler(self.data_folder, self.train_cases, seed=config.seed)
+        self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad],
+                                           lr=config.learning_rate(), weight_decay=config.weight_decay)
+        total = config.epochs * config.iters_per_epoch
+        self.scheduler = warmup_poly(self.optimizer, total, max(1, int(total * config.warmup_fraction)))
+        self.network = self._wrap(self._trained_module())
+        self.val_specs = validation_slices(self.data_folder, self.val_cases, config.val_slices)
+        self.start_epoch = 0
+        self.log = {"train_loss": [], "pseudo_dice": [], "ema_dice": [], "lr": [], "epoch_seconds": []}
+        self.best_ema = -1.0
+
+    # --- the two places where cached training differs -------------------------------------------
+    def _trained_module(self):
+        return self.model
+
+    def _epoch_inputs(self, batches):
+        """Yield (inputs, targets) on the device for this rank's share of each global batch."""
+        dataset = SliceDataset(self.data_folder, augment=self.cfg.augment)
+        loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate_slices,
+                            num_workers=self.cfg.num_workers)
+        for images, labels in loader:
+            yield self.mapper.images(images), self.mapper.labels(labels)
+
+    def _plain_inputs(self, specs):
+        """Inputs for validation: no augmentation."""
+        dataset = SliceDataset(self.data_folder, augment=False)
+        images, labels = collate_slices([dataset[s] for s in specs])
+        return self.mapper.images(images), self.mapper.labels(labels)
+
+    # --- the loop ------------------------------------------------------------------------------
+    def _wrap(self, module):
+        if not self.dist.enabled:
+            return module
+        ids = [self.dist.local_rank] if self.device.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=ids)
+
+    def _rank_share(self, batches):
+        return [b[self.dist.rank :: self.dist.world_size] for b in batches]
+
+    def train_step(self, inputs, targets):
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.autocast():
+            logits = self.network(inputs)
+        loss = ce_dice_loss(logits, targets, self.cfg.ce_weight, self.cfg.dice_weight)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return loss.detach().item()
+
+    def train_epoch(self, epoch):
+        self.model.train()
+        torch.manual_seed(self.cfg.seed + epoch)  # dropout etc.: same draws after a resume
+        batches = self._rank_share(self.sampler.epoch_batches(epoch, self.cfg.iters_per_epoch, self.batch_size))
+        losses = []
+        bar = tqdm(total=len(batches), desc=f"epoch {epoch}", disable=not self.show_progress, leave=False)
+        for inputs, targets in self._epoch_inputs(batches):
+            losses.append(self.train_step(inputs, targets))
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            bar.update()
+        bar.close()
+        return losses
+
+    @torch.no_grad()
+    def evaluate(self, specs):
+        """Per-class Dice over the given slices at input size (pseudo Dice): {class value: dice}."""
+        self.model.eval()
+        k = self.model.num_outputs
+        tp, fp, fn = np.zeros(k), np.zeros(k), np.zeros(k)
+        for start in range(0, len(specs), self.batch_size):
+            inputs, targets = self._plain_inputs(specs[start : start + self.batch_size])
+            with self.autocast():
+                pred = self._trained_module()(inputs).argmax(1)
+            for c in range(1, k):
+                p, t = pred == c, targets == c
+                tp[c] += (p & t).sum().item()
+                fp[c] += (p & ~t).sum().item()
+                fn[c] += (~p & t).sum().item()
+        denom = 2 * tp + fp + fn
+        return {c: (2 * tp[c] / denom[c]) if denom[c] > 0 else float("nan") for c in range(1, k)}
+
+    def prepare(self):
+        """One-time work before the first epoch (the cached trainer fills its cache here)."""
+
+    def run(self):
+        self.prepare()
+        for epoch in range(self.start_epoch, self.cfg.epochs):
+            start = time.perf_counter()
+            losses = self.train_epoch(epoch)
+            if self.dist.is_main:
+                dice = self.evaluate(self.val_specs)
+                self._record(epoch, losses, dice, time.perf_counter() - start)
+            barrier(self.dist)
+        if self.dist.is_main:
+            self.save("checkpoint_final.pth")
+            (self.output / "checkpoint_latest.pth").unlink(missing_ok=True)
+            (self.output / "checkpoint_latest.json").unlink(missing_ok=True)
+            self.write_validation_summary()
+        barrier(self.dist)
+
+    def _record(self, epoch, losses, dice, seconds):
+        mean_dice = float(np.nanmean(list(dice.values()))) if dice else float("nan")
+        mean_dice = 0.0 if np.isnan(mean_dice) else mean_dice
+        previous = self.log["ema_dice"][-1] if self.log["ema_dice"] else mean_dice
+        ema = EMA_MOMENTUM * previous + (1 - EMA_MOMENTUM) * mean_dice
+        self.log["train_loss"].append(float(np.mean(losses)))
+        self.log["pseudo_dice"].append(mean_dice)
+        self.log["ema_dice"].append(ema)
+        self.log["lr"].append(self.optimizer.param_groups[0]["lr"])
+        self.log["epoch_seconds"].append(seconds)
+        per_class = ", ".join(f"{self.model.metadata['class_names'][c - 1]} {d:.4f}" for c, d in dice.items())
+        self.write_log(f"epoch {epoch}: train loss {np.mean(losses):.4f}, pseudo Dice [{per_class}], "
+                       f"EMA {ema:.4f}, lr {self.log['lr'][-1]:.2e}, {seconds:.1f} s")
+        self.start_epoch = epoch + 1
+        self.save("checkpoint_latest.pth")
+        if ema > self.best_ema:
+            self.best_ema = ema
+            self.save("checkpoint_best.pth")
+        plot_progress(self.log, self.output / "progress.png")
+
+    def write_log(self, line):
+        self.output.mkdir(parents=True, exist_ok=True)
+        stamped = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}"
+        with open(self.output / "training_log.txt", "a") as f:
+            f.write(stamped + "\n")
+        if self.show_progress:
+            tqdm.write(stamped)
+
+    # --- checkpoints ---------------------------------------------------------------------------
+    def training_state(self):
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "grad_scaler": self.scaler.state_dict(),
+            "epoch": self.start_epoch,
+            "log": self.log,
+            "best_ema": self.best_ema,
+            "config": asdict(self.cfg),
+        }
+
+    def save(self, name):
+        save_checkpoint(self.output / name, self.model, extra=self.training_state())
+
+    def load(self, path):
+        payload = read_checkpoint(path)
+        load_trainable(self.model, payload, path)
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        self.scaler.load_state_dict(payload["grad_scaler"])
+        self.start_epoch = payload["epoch"]
+        self.log = payload["log"]
+        self.best_ema = payload["best_ema"]
+
+    def write_validation_summary(self):
+        """Dice of every slice of the fold's validation cases (2D; 3D evaluation comes with prediction)."""
+        dice = self.evaluate(validation_slices(self.data_folder, self.val_cases, None))
+        names = self.model.metadata["class_names"]
+        summary = {
+            "evaluated_on": "all slices of the validation cases, at the backbone's input size (2D)",
+            "validation_cases": self.val_cases,
+            "dice_per_class": {names[c - 1]: d for c, d in dice.items()},
+            "mean_foreground_dice": float(np.nanmean(list(dice.values()))),
+        }
+        write_json(summary, self.output / "validation" / "summary.json")
+        return summary
+
+
+class CachedEmbeddingTrainer(SamTrainer):
+    """Frozen encoder: embeddings are computed once per slice and read from disk each epoch.
+
+    The cache holds un-augmented slices, so training sees each slice as preprocessed (train with
+    --no-cache to combine a frozen encoder with image augmentation)."""
+
+    uses_cache = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cache = EmbeddingCache(self.preprocessed, self.data_folder, self.plan, self.model.metadata)
+        self.label_source = SliceDataset(self.data_folder, augment=False)
+        self.fill_seconds = 0.0
+
+    def _trained_module(self):
+        return DecodeOnly(self.model)
+
+    def prepare(self):
+        if self.dist.is_main:
+            start = time.perf_counter()
+            encoded = self.cache.fill(sorted(set(self.train_cases + self.val_cases)), self.model, self.mapper,
+                                      self.autocast, self.batch_size, self.show_progress)
+            self.fill_seconds = time.perf_counter() - start
+            if encoded:
+                self.write_log(f"embedding cache: encoded {encoded} slices in {self.fill_seconds:.1f} s -> {self.cache.folder}")
+        barrier(self.dist)
+
+    def _labels(self, specs):
+        return self.mapper.labels([self.label_source[s][1] for s in specs])
+
+    def _epoch_inputs(self, batches):
+        for specs in batches:
+            yield self.cache.embeddings(specs, self.device), self._labels(specs)
+
+    def _plain_inputs(self, specs):
+        return self.cache.embeddings(specs, self.device), self._labels(specs)
+
+
+def trainer_class(strategy, use_cache):
+    return CachedEmbeddingTrainer if get_strategy(strategy).encoder_frozen and use_cache else SamTrainer
+
+
+def copy_run_description(preprocessed_folder, configuration_folder):
+    """The plan and dataset.json beside the trained folds, so prediction needs nothing else."""
+    configuration_folder.mkdir(parents=True, exist_ok=True)
+    for name in ("samunet_plans.json", "dataset.json"):
+        shutil.copyfile(Path(preprocessed_folder) / name, configuration_folder / name)
