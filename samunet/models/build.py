@@ -2,6 +2,8 @@
 parameters trainable."""
 from dataclasses import asdict, dataclass
 
+import torch
+
 from samunet import __version__
 from samunet.models.adapters import add_decoder_adapters, add_encoder_adapters
 from samunet.models.backbones import build_backbone
@@ -50,20 +52,24 @@ def trainable_parameter_names(model, strategy):
 
 
 def build_model(backbone, strategy, num_classes, input_size=None, checkpoint=None, class_names=None,
-                peft=PeftConfig(), weights=True):
+                peft=PeftConfig(), weights=True, seed=0):
     """A SamSegmenter on `backbone` (weights from `checkpoint` or the registry's default) tuned as
-    `strategy` declares, with K = num_classes foreground classes. weights=False: architecture only."""
+    `strategy` declares, with K = num_classes foreground classes. weights=False: architecture only.
+    New parameters (heads, LoRA, adapters) are initialised from `seed`, whatever the global RNG state."""
     strategy = get_strategy(strategy)
     parts = build_backbone(backbone, input_size, checkpoint, weights=weights)
-    head = HEADS[strategy.head](parts, num_classes)
-    if strategy.encoder == "lora":
-        add_lora(parts.image_encoder, ENCODER_LORA_TARGETS, peft.lora_rank, peft.lora_alpha, peft.lora_dropout)
-    elif strategy.encoder == "adapter":
-        add_encoder_adapters(parts.image_encoder, peft.adapter_ratio)
-    if strategy.decoder == "lora":
-        add_lora(head.decoder.transformer, DECODER_LORA_TARGETS, peft.lora_rank, peft.lora_alpha, peft.lora_dropout)
-    elif strategy.decoder == "adapter":
-        add_decoder_adapters(head.decoder.transformer, peft.adapter_ratio)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        head = HEADS[strategy.head](parts, num_classes)
+        if strategy.encoder == "lora":
+            add_lora(parts.image_encoder, ENCODER_LORA_TARGETS, peft.lora_rank, peft.lora_alpha, peft.lora_dropout)
+        elif strategy.encoder == "adapter":
+            add_encoder_adapters(parts.image_encoder, peft.adapter_ratio)
+        if strategy.decoder == "lora":
+            add_lora(head.decoder.transformer, DECODER_LORA_TARGETS, peft.lora_rank, peft.lora_alpha,
+                     peft.lora_dropout)
+        elif strategy.decoder == "adapter":
+            add_decoder_adapters(head.decoder.transformer, peft.adapter_ratio)
     spec = BACKBONES[backbone]
     metadata = {
         "samunet_version": __version__,

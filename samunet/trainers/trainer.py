@@ -42,7 +42,7 @@ class TrainConfig:
     epochs: int = 50
     iters_per_epoch: int = 250
     batch_size: int = None  # None: the plan's, for this backbone
-    lr: float = None  # None: 1e-4 when the whole encoder trains, else 5e-4
+    lr: float = None  # None: 1e-4 when the whole encoder trains, else 2e-3
     weight_decay: float = 0.01
     ce_weight: float = 0.2
     dice_weight: float = 0.8
@@ -63,7 +63,7 @@ class TrainConfig:
     def learning_rate(self):
         if self.lr is not None:
             return self.lr
-        return 1e-4 if get_strategy(self.strategy).encoder == "full" else 5e-4
+        return 1e-4 if get_strategy(self.strategy).encoder == "full" else 2e-3
 
 
 class DecodeOnly(nn.Module):

@@ -1,0 +1,159 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from samunet.errors import SamunetError
+from samunet.file_io import read_json, write_json
+from samunet.models.strategies import STRATEGIES
+from samunet.trainers.distributed import DistInfo
+from samunet.trainers.loss import ce_dice_loss
+from samunet.trainers.run_training import main as samunet_train
+from samunet.trainers.run_training import train
+from samunet.trainers.slice_sampler import validation_slices
+from samunet.trainers.trainer import CachedEmbeddingTrainer, SamTrainer, TrainConfig, trainer_class
+
+from training_helpers import prepare_dataset, train_args
+
+
+@pytest.fixture
+def dataset(make_dataset, env):
+    return prepare_dataset(make_dataset, env)
+
+
+def fixed_batch_loss(trainer, specs):
+    inputs, targets = trainer._plain_inputs(specs)
+    with torch.no_grad():
+        return ce_dice_loss(trainer._trained_module()(inputs), targets).item()
+
+
+def fold_folder(env, strategy, fold="0"):
+    return env.results / "Dataset990_Synthetic" / f"{strategy}__tiny" / f"fold_{fold}"
+
+
+@pytest.mark.parametrize("strategy", list(STRATEGIES))
+def test_every_strategy_trains_and_writes_checkpoints(dataset, env, strategy):
+    args = train_args(strategy, "--epochs", "2", "--iters-per-epoch", "8", "--lr", "2e-3", "--no-augmentation",
+                      "--val-slices", "8")
+    config = TrainConfig(strategy=strategy, backbone="tiny", fold="0", epochs=2, iters_per_epoch=8, batch_size=4,
+                         lr=2e-3, augment=False, val_slices=8)
+    cls = trainer_class(strategy, use_cache=True)
+    assert (cls is CachedEmbeddingTrainer) == STRATEGIES[strategy].encoder_frozen
+    out = fold_folder(env, strategy)
+    trainer = cls(config, dataset, out, torch.device("cpu"), DistInfo(), show_progress=False)
+    specs = trainer.val_specs[:4]
+    trainer.prepare()
+    before = fixed_batch_loss(trainer, specs)
+    trainer.run()
+    assert fixed_batch_loss(trainer, specs) < before
+    assert (out / "checkpoint_final.pth").is_file() and (out / "checkpoint_best.pth").is_file()
+    assert not (out / "checkpoint_latest.pth").exists()
+    assert (out / "progress.png").stat().st_size > 0
+    assert "epoch 1: train loss" in (out / "training_log.txt").read_text()
+    summary = read_json(out / "validation" / "summary.json")
+    assert set(summary["dice_per_class"]) == {"core", "rim"}
+    meta = read_json(out / "checkpoint_final.json")
+    assert meta["strategy"] == strategy and meta["trainable_parameters"] == sum(
+        p.numel() for p in trainer.model.parameters() if p.requires_grad)
+
+
+def test_default_settings_do_not_collapse_to_background(dataset, env):
+    trainer = train(train_args("decoder", "--epochs", "4", "--iters-per-epoch", "40", "--val-slices", "20"),
+                    show_progress=False)
+    assert trainer.log["pseudo_dice"][-1] > 0.2
+    specs = [s for s in trainer.val_specs][:8]
+    inputs, _ = trainer._plain_inputs(specs)
+    with torch.no_grad():
+        predicted = trainer._trained_module()(inputs).argmax(1)
+    assert (predicted > 0).float().mean() > 0.01
+
+
+def test_resume_continues_exactly(dataset, env, monkeypatch):
+    common = ("--epochs", "3", "--iters-per-epoch", "5", "--val-slices", "6")
+    uninterrupted = train(train_args("lora_both", *common), show_progress=False).log["train_loss"]
+
+    monkeypatch.setenv("SAMUNET_RESULTS", str(env.results / "second_run"))
+    original = SamTrainer._record
+
+    def record_then_die(self, epoch, *args):
+        original(self, epoch, *args)
+        if epoch == 0:
+            raise KeyboardInterrupt  # killed right after the first epoch's checkpoint
+
+    monkeypatch.setattr(SamTrainer, "_record", record_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(train_args("lora_both", *common), show_progress=False)
+    out = env.results / "second_run" / "Dataset990_Synthetic" / "lora_both__tiny" / "fold_0"
+    assert (out / "checkpoint_latest.pth").is_file() and not (out / "checkpoint_final.pth").exists()
+    with pytest.raises(SamunetError, match="pass --c to continue"):
+        train(train_args("lora_both", *common), show_progress=False)
+    resumed = train(train_args("lora_both", *common, "--c"), show_progress=False)
+    assert "continuing from" in (out / "training_log.txt").read_text()
+    # the same losses after the restart (up to float summation order in BLAS; a lost optimizer or scheduler
+    # state, or other batches, would differ by orders of magnitude more)
+    assert resumed.log["train_loss"] == pytest.approx(uninterrupted, rel=1e-5, abs=0)
+    assert train(train_args("lora_both", *common, "--c"), show_progress=False) is None  # already finished
+
+
+def test_cached_and_uncached_decoder_give_the_same_first_step_loss(dataset, env):
+    config = TrainConfig(strategy="decoder", backbone="tiny", fold="0", epochs=1, iters_per_epoch=1, batch_size=4,
+                         augment=False)
+    cached = CachedEmbeddingTrainer(config, dataset, env.results / "a", torch.device("cpu"), DistInfo(),
+                                    show_progress=False)
+    plain = SamTrainer(config, dataset, env.results / "b", torch.device("cpu"), DistInfo(), show_progress=False)
+    cached.prepare()
+    batches = cached.sampler.epoch_batches(0, 1, 4)
+    assert batches == plain.sampler.epoch_batches(0, 1, 4)
+    losses = []
+    for trainer in (cached, plain):
+        inputs, targets = next(iter(trainer._epoch_inputs(batches)))
+        losses.append(ce_dice_loss(trainer.network(inputs), targets).item())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-3)  # the cache stores fp16
+    cache_files = sorted(p.name for p in cached.cache.folder.glob("*.npy"))
+    assert len(cache_files) == 5  # every case of the fold, computed once
+    mtimes = [p.stat().st_mtime_ns for p in cached.cache.folder.glob("*.npy")]
+    assert cached.cache.fill(cached.train_cases + cached.val_cases, cached.model, cached.mapper, cached.autocast) == 0
+    assert [p.stat().st_mtime_ns for p in cached.cache.folder.glob("*.npy")] == mtimes
+
+
+def test_cache_is_invalidated_when_the_plan_changes(dataset, env):
+    config = TrainConfig(strategy="linear_head", backbone="tiny", fold="0", epochs=1, iters_per_epoch=1, batch_size=4)
+    first = CachedEmbeddingTrainer(config, dataset, env.results / "a", torch.device("cpu"), DistInfo(), show_progress=False)
+    plan = read_json(dataset / "samunet_plans.json")
+    plan["intensity_mapping"]["window_per_channel"] = [[-1.0, 1.0]]
+    write_json(plan, dataset / "samunet_plans.json")
+    second = CachedEmbeddingTrainer(config, dataset, env.results / "b", torch.device("cpu"), DistInfo(), show_progress=False)
+    assert first.cache.folder != second.cache.folder
+    other_strategy = CachedEmbeddingTrainer(TrainConfig(strategy="decoder", backbone="tiny", fold="1"), dataset,
+                                            env.results / "c", torch.device("cpu"), DistInfo(), show_progress=False)
+    assert other_strategy.cache.folder == second.cache.folder  # shared by strategies and folds
+
+
+def test_few_shot_and_fold_all(dataset, env):
+    trainer = train(train_args("cnn_head", "--epochs", "1", "--iters-per-epoch", "2", "--num-train-cases", "1"),
+                    show_progress=False)
+    splits = read_json(dataset / "splits_final.json")
+    assert trainer.train_cases == splits[0]["train"][:1]
+    assert set(trainer.sampler.case_ids) == set(splits[0]["train"][:1])
+    everything = train(train_args("cnn_head", "--epochs", "1", "--iters-per-epoch", "1", fold="all"), show_progress=False)
+    assert len(everything.train_cases) == 5 and everything.val_cases == everything.train_cases
+    configuration = env.results / "Dataset990_Synthetic" / "cnn_head__tiny"
+    assert (configuration / "samunet_plans.json").is_file() and (configuration / "dataset.json").is_file()
+
+
+def test_val_only_and_bad_arguments(dataset, env, capsys):
+    with pytest.raises(SystemExit):
+        samunet_train(["990", "decoder", "0", "-b", "tiny", "--val"])
+    assert "not trained yet" in capsys.readouterr().err
+    train(train_args("linear_head", "--epochs", "1", "--iters-per-epoch", "2"), show_progress=False)
+    summary_path = fold_folder(env, "linear_head") / "validation" / "summary.json"
+    summary_path.unlink()
+    train(train_args("linear_head", "--val"), show_progress=False)
+    assert summary_path.is_file()
+    with pytest.raises(SystemExit):
+        samunet_train(["990", "decoder", "7", "-b", "tiny"])
+    assert "fold 7 does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        samunet_train(["990", "decoder", "0", "-b", "tiny", "--num-train-cases", "99"])
+    assert "--num-train-cases must be" in capsys.readouterr().err

@@ -1,0 +1,22 @@
+"""Shared set-up for training tests: a planned and preprocessed synthetic dataset with a small `tiny` input."""
+from samunet.file_io import read_json, write_json
+from samunet.plan_and_preprocess import main as plan_and_preprocess
+from samunet.trainers.run_training import build_parser
+
+TINY_INPUT = 64
+
+
+def prepare_dataset(make_dataset, env, num_cases=5, input_size=TINY_INPUT, **kwargs):
+    raw = make_dataset(num_cases=num_cases, **kwargs)
+    plan_and_preprocess(["-d", "990", "-np", "1"])
+    folder = env.preprocessed / raw.name
+    plan = read_json(folder / "samunet_plans.json")
+    plan["backbones"]["tiny"]["input_size"] = input_size  # the plan is the user's to edit
+    write_json(plan, folder / "samunet_plans.json")
+    return folder
+
+
+def train_args(strategy, *extra, fold="0"):
+    return build_parser().parse_args(
+        ["990", strategy, fold, "-b", "tiny", "--batch-size", "4", "-np", "0", "--amp", "off", *extra]
+    )
