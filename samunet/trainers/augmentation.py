@@ -2,8 +2,10 @@
 
 Spatial (rotation, scaling) with cubic images / nearest labels, then Gaussian noise, Gaussian blur,
 multiplicative brightness, contrast, gamma, and mirroring along both in-plane axes. batchgenerators draws
-from numpy's global generator, so the caller seeds it per slice (reproducible in any worker).
+from numpy's and Python's global generators, so both are seeded per slice (reproducible in any worker).
 """
+import random
+
 import numpy as np
 from batchgenerators.transforms.abstract_transforms import Compose
 from batchgenerators.transforms.color_transforms import (
@@ -28,6 +30,7 @@ _INTENSITY = Compose([
 def augment_slice(image, label, seed):
     """image (C, H, W) float32, label (H, W) -> augmented copies of the same shapes."""
     np.random.seed(seed)
+    random.seed(seed)  # batchgenerators' blur draws its sigma from the random module
     spatial = SpatialTransform(
         patch_size=image.shape[1:], patch_center_dist_from_border=None, do_elastic_deform=False,
         do_rotation=True, angle_x=(-np.pi, np.pi), do_scale=True, scale=(0.7, 1.4),

@@ -41,7 +41,7 @@ def build_parser():
     p.add_argument("--epochs", type=_positive_int, default=50)
     p.add_argument("--iters-per-epoch", type=_positive_int, default=250)
     p.add_argument("--batch-size", type=_positive_int, default=None, help="default: the plan's for this backbone")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 2e-3; 1e-4 for 'full')")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 5e-4; 1e-4 for 'full')")
     p.add_argument("--num-train-cases", type=_positive_int, default=None,
                    help="few-shot: train on the first N cases of the fold's training split")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")

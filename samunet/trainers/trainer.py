@@ -42,7 +42,7 @@ class TrainConfig:
     epochs: int = 50
     iters_per_epoch: int = 250
     batch_size: int = None  # None: the plan's, for this backbone
-    lr: float = None  # None: 1e-4 when the whole encoder trains, else 2e-3
+    lr: float = None  # None: 1e-4 when the whole encoder trains, else 5e-4
     weight_decay: float = 0.01
     ce_weight: float = 0.2
     dice_weight: float = 0.8
@@ -63,7 +63,7 @@ class TrainConfig:
     def learning_rate(self):
         if self.lr is not None:
             return self.lr
-        return 1e-4 if get_strategy(self.strategy).encoder == "full" else 2e-3
+        return 1e-4 if get_strategy(self.strategy).encoder == "full" else 5e-4
 
 
 class DecodeOnly(nn.Module):
@@ -136,6 +136,7 @@ class SamTrainer:
         self.start_epoch = 0
         self.log = {"train_loss": [], "pseudo_dice": [], "ema_dice": [], "lr": [], "epoch_seconds": []}
         self.best_ema = -1.0
+        self.prepared = False
 
     # --- the two places where cached training differs -------------------------------------------
     def _trained_module(self):
@@ -211,9 +212,11 @@ class SamTrainer:
 
     def prepare(self):
         """One-time work before the first epoch (the cached trainer fills its cache here)."""
+        self.prepared = True
 
     def run(self):
-        self.prepare()
+        if not self.prepared:
+            self.prepare()
         for epoch in range(self.start_epoch, self.cfg.epochs):
             start = time.perf_counter()
             losses = self.train_epoch(epoch)
@@ -313,6 +316,7 @@ class CachedEmbeddingTrainer(SamTrainer):
         return DecodeOnly(self.model)
 
     def prepare(self):
+        self.prepared = True
         if self.dist.is_main:
             start = time.perf_counter()
             encoded = self.cache.fill(sorted(set(self.train_cases + self.val_cases)), self.model, self.mapper,
