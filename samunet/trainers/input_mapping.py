@@ -2,7 +2,8 @@
 
 Per channel the plan's window [lo, hi] maps to [0, 1]; then channels become SAM's 3 input channels:
 1 channel -> repeated, 2 channels -> (c0, c1, mean), 3 -> as they are (more is refused at start-up);
-then a bilinear resize to the input size and scaling to the backbone's input range. Labels use nearest.
+then a bilinear resize to the input size and scaling to the backbone's input range. Labels use centre-aligned nearest
+("nearest-exact"), which prediction inverts exactly (inference/predictor.py).
 """
 import torch
 import torch.nn.functional as F
@@ -44,7 +45,7 @@ class InputMapper:
         """list of (h, w) integer arrays -> (B, S, S) long tensor."""
         out = [
             F.interpolate(torch.as_tensor(l, device=self.device)[None, None].float(), size=(self.size, self.size),
-                          mode="nearest")[0, 0]
+                          mode="nearest-exact")[0, 0]
             for l in labels
         ]
         return torch.stack(out).long()

@@ -1,0 +1,1 @@
+"""Evaluation: Dice, IoU, HD95 and normalised surface Dice in millimetres."""

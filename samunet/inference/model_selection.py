@@ -1,0 +1,56 @@
+"""Which trained model `samunet_predict` uses when the user does not say.
+
+With -d/-s/-b given, that configuration; otherwise the one trained dataset in SAMUNET_RESULTS and, within
+it, the configuration named by samunet_find_best_configuration (best_configuration.json) or else the only
+trained one. Folds: those given, else every fold with the requested checkpoint.
+"""
+from pathlib import Path
+
+from samunet.errors import SamunetError
+from samunet.file_io import read_json
+from samunet.paths import find_dataset, results_root
+
+BEST_CONFIGURATION_FILE = "best_configuration.json"
+
+
+def trained_configurations(dataset_folder, checkpoint_name):
+    """{'strategy__backbone': [folds]} with at least one fold holding the checkpoint."""
+    found = {}
+    for conf in sorted(p for p in Path(dataset_folder).iterdir() if p.is_dir() and "__" in p.name):
+        folds = sorted(f.name[len("fold_"):] for f in conf.glob("fold_*") if (f / checkpoint_name).is_file())
+        if folds:
+            found[conf.name] = folds
+    return found
+
+
+def resolve_model(dataset=None, strategy=None, backbone=None, folds=None, checkpoint_name="checkpoint_final.pth"):
+    """Returns (model folder, folds, a sentence saying what was chosen)."""
+    root = results_root()
+    if dataset is not None:
+        dataset_folder = find_dataset(root, dataset)
+    else:
+        trained = sorted(p for p in root.glob("Dataset*") if p.is_dir() and trained_configurations(p, checkpoint_name))
+        if len(trained) != 1:
+            names = ", ".join(p.name for p in trained) or "none"
+            raise SamunetError(f"{root}: {len(trained)} trained datasets ({names}); choose one with -d")
+        dataset_folder = trained[0]
+    configurations = trained_configurations(dataset_folder, checkpoint_name)
+    reason = "given"
+    if strategy and backbone:
+        name = f"{strategy}__{backbone}"
+    else:
+        candidates = {n: f for n, f in configurations.items()
+                      if (not strategy or n.startswith(f"{strategy}__")) and (not backbone or n.endswith(f"__{backbone}"))}
+        best_file = dataset_folder / BEST_CONFIGURATION_FILE
+        best = read_json(best_file)["configuration"] if best_file.is_file() else None
+        if best in candidates:
+            name, reason = best, f"best configuration from {best_file.name}"
+        elif len(candidates) == 1:
+            name, reason = next(iter(candidates)), "the only trained configuration"
+        else:
+            raise SamunetError(f"{dataset_folder}: several trained configurations ({', '.join(candidates) or 'none'}); "
+                               "choose with -s and -b, or run samunet_find_best_configuration")
+    if name not in configurations:
+        raise SamunetError(f"{dataset_folder / name}: no trained fold with {checkpoint_name}")
+    chosen_folds = [str(f) for f in folds] if folds else configurations[name]
+    return dataset_folder / name, chosen_folds, f"{dataset_folder.name}/{name}, folds {' '.join(chosen_folds)} ({reason})"

@@ -1,0 +1,155 @@
+"""`samunet_predict` and `samunet_predict_from_modelfolder`.
+
+Cases are read and preprocessed in `-npp` worker processes, predicted in the main process, and restored
+to the original geometry and written in `-nps` worker processes. A case that fails (unreadable file,
+shapes that disagree) is reported in one line and skipped; the others are still written.
+"""
+import argparse
+import multiprocessing
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from samunet.dataset_integrity import geometry_problems
+from samunet.errors import SamunetError, cli_entry
+from samunet.file_io import write_json
+from samunet.imageio import read_image, write_image
+from samunet.inference.input_files import find_input_cases
+from samunet.inference.model_selection import resolve_model
+from samunet.inference.predictor import SlicePredictor
+from samunet.preprocessing.preprocess_case import preprocess_case
+from samunet.preprocessing.restore_geometry import original_geometry, restore_probabilities
+from samunet.trainers.amp import default_amp
+from samunet.trainers.run_training import resolve_device
+
+
+def _read_and_preprocess(job):
+    case_id, paths, plan = job
+    try:
+        loaded = [read_image(p) for p in paths]
+        problems = geometry_problems(case_id, [(a.shape, g) for a, g in loaded], [p.name for p in paths])
+        if problems:
+            raise SamunetError(problems[0])
+        data, _, properties = preprocess_case([a for a, _ in loaded], None, loaded[0][1], plan)
+        return case_id, data, properties, None
+    except SamunetError as err:
+        return case_id, None, None, str(err)
+
+
+def _restore_and_write(job):
+    case_id, probs, properties, out_folder, file_ending, save_probabilities = job
+    probs = restore_probabilities(probs, properties)
+    probs /= probs.sum(axis=0, keepdims=True)
+    labels = probs.argmax(0).astype(np.uint8 if probs.shape[0] < 256 else np.uint16)
+    target = out_folder / f"{case_id}{file_ending}"
+    tmp = out_folder / f".{case_id}{file_ending}"
+    write_image(labels, original_geometry(properties), tmp)
+    os.replace(tmp, target)  # an interrupted run leaves no half-written output under the final name
+    if save_probabilities:
+        np.savez_compressed(out_folder / f"{case_id}.npz", probabilities=probs.astype(np.float16))
+        write_json({"geometry": properties["geometry"], "axis_order": "(class, z, y, x)"}, out_folder / f"{case_id}.json")
+    return case_id
+
+
+def _pool(n):
+    return multiprocessing.get_context("fork").Pool(n) if n > 1 else None
+
+
+def predict_folder(predictor, input_folder, output_folder, continue_prediction=False, save_probabilities=False,
+                   num_preprocess=1, num_export=1, description=""):
+    input_folder, output_folder = Path(input_folder).resolve(), Path(output_folder).resolve()
+    if output_folder == input_folder:
+        raise SamunetError(f"{output_folder}: the output folder must differ from the input folder")
+    file_ending = predictor.dataset_json["file_ending"]
+    cases = find_input_cases(input_folder, len(predictor.dataset_json["channel_names"]), file_ending)
+    output_folder.mkdir(parents=True, exist_ok=True)
+    if continue_prediction:
+        cases = {c: p for c, p in cases.items() if not (output_folder / f"{c}{file_ending}").is_file()}
+    write_json({"model": description, "tta": predictor.use_tta, "folds": len(predictor.models)},
+               output_folder / "prediction_info.json")
+    jobs = [(c, paths, predictor.plan) for c, paths in cases.items()]
+    failures, written = [], []
+    reader, writer = _pool(num_preprocess), _pool(num_export)
+    pending = []
+    try:
+        results = reader.imap(_read_and_preprocess, jobs) if reader else map(_read_and_preprocess, jobs)
+        for case_id, data, properties, error in tqdm(results, total=len(jobs), desc="predicting", leave=False):
+            if error:
+                failures.append(error if case_id in error else f"case {case_id}: {error}")
+                tqdm.write(f"skipped: {failures[-1]}", file=sys.stderr)
+                continue
+            probs = predictor.predict_preprocessed(data)
+            job = (case_id, probs, properties, output_folder, file_ending, save_probabilities)
+            if writer:
+                pending.append(writer.apply_async(_restore_and_write, (job,)))
+            else:
+                written.append(_restore_and_write(job))
+        written += [p.get() for p in pending]
+    finally:
+        for pool in (reader, writer):
+            if pool:
+                pool.close()
+                pool.join()
+    return written, failures
+
+
+def add_common_arguments(p):
+    p.add_argument("-i", required=True, help="input folder ({case}_0000.nii.gz, ...)")
+    p.add_argument("-o", required=True, help="output folder (created; never the input folder)")
+    p.add_argument("-f", nargs="+", default=None, help="folds to ensemble (default: every trained fold)")
+    p.add_argument("-chk", default="checkpoint_final", help="checkpoint_final (default) or checkpoint_best")
+    p.add_argument("--disable-tta", action="store_true", help="no mirroring (4x faster)")
+    p.add_argument("--save-probabilities", action="store_true", help="also write {case}.npz with class probabilities")
+    p.add_argument("--continue-prediction", action="store_true", help="skip cases whose output exists")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    p.add_argument("--amp", choices=("bf16", "fp16", "off"), default=None)
+    p.add_argument("--batch-slices", type=int, default=8, help="slices per forward pass (default 8)")
+    p.add_argument("-npp", type=int, default=2, help="processes reading and preprocessing cases (default 2)")
+    p.add_argument("-nps", type=int, default=2, help="processes restoring geometry and writing (default 2)")
+    p.add_argument("--checkpoint", default=None, help="base SAM weights file, for vit_* / mobile_sam")
+
+
+def run(args, model_folder, folds, description):
+    device = resolve_device(args.device)
+    name = args.chk if args.chk.endswith(".pth") else f"{args.chk}.pth"
+    predictor = SlicePredictor(model_folder, folds, name, device, args.amp or default_amp(device), args.checkpoint,
+                               args.batch_slices, use_tta=not args.disable_tta)
+    print(f"model: {description}")
+    written, failures = predict_folder(predictor, args.i, args.o, args.continue_prediction, args.save_probabilities,
+                                       args.npp, args.nps, description)
+    print(f"wrote {len(written)} case(s) to {args.o}")
+    if failures:
+        raise SamunetError(f"{len(failures)} case(s) failed (listed above); the others were written")
+
+
+@cli_entry
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Predict a folder of volumes with trained samunet models.")
+    add_common_arguments(p)
+    p.add_argument("-d", default=None, help="dataset id (default: the one trained dataset)")
+    p.add_argument("-s", "--strategy", default=None)
+    p.add_argument("-b", "--backbone", default=None)
+    args = p.parse_args(argv)
+    chk = args.chk if args.chk.endswith(".pth") else f"{args.chk}.pth"
+    model_folder, folds, description = resolve_model(args.d, args.strategy, args.backbone, args.f, chk)
+    run(args, model_folder, folds, description)
+
+
+@cli_entry
+def main_from_modelfolder(argv=None):
+    p = argparse.ArgumentParser(description="Predict with the model in a results subfolder (<strategy>__<backbone>).")
+    add_common_arguments(p)
+    p.add_argument("-m", required=True, help="results subfolder, e.g. $SAMUNET_RESULTS/Dataset501_X/lora_both__litemedsam")
+    args = p.parse_args(argv)
+    folder = Path(args.m)
+    if not (folder / "samunet_plans.json").is_file():
+        raise SamunetError(f"{folder}: not a samunet model folder (no samunet_plans.json)")
+    chk = args.chk if args.chk.endswith(".pth") else f"{args.chk}.pth"
+    folds = args.f or sorted(f.name[len("fold_"):] for f in folder.glob("fold_*") if (f / chk).is_file())
+    if not folds:
+        raise SamunetError(f"{folder}: no fold holds {chk}")
+    run(args, folder, folds, f"{folder}, folds {' '.join(folds)}")

@@ -1,0 +1,91 @@
+"""Slice-wise prediction of one preprocessed volume with one or more trained folds.
+
+Same preprocessing as training (from the copied plan) -> per slice: intensity mapping and resize to the
+backbone's input size -> softmax at input size (mean over mirroring TTA and folds) -> resize back to the
+preprocessed slice -> (K+1, S, H, W) -> restore_probabilities (un-resample, un-crop, un-transpose) ->
+argmax, in the original array space; written with the original spacing, origin and direction.
+"""
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from samunet.errors import SamunetError
+from samunet.file_io import read_json
+from samunet.models.checkpoint import load_model
+from samunet.trainers.amp import autocast_factory
+from samunet.trainers.input_mapping import InputMapper
+
+MIRROR_AXES = ((), (-1,), (-2,), (-2, -1))  # 4 passes in 2D
+
+
+def _nearest_inverse(small, large, device):
+    """(small x large) matrix averaging, for each slice pixel, the input-size pixels that a nearest resize
+    (centre-aligned, as training targets are made) assigned to it."""
+    source = ((torch.arange(large, device=device) + 0.5) * small / large).floor().long().clamp_max(small - 1)
+    matrix = torch.zeros(small, large, device=device)
+    matrix[source, torch.arange(large, device=device)] = 1.0
+    return matrix / matrix.sum(dim=1, keepdim=True)
+
+
+def resize_probabilities(probs, size):
+    """(B, K, S, S) input-size probabilities -> (B, K, h, w) at the slice size.
+
+    Where the slice is smaller than the input, each slice pixel takes the mean of the input pixels that
+    represent it (the exact inverse of the training targets' nearest resize); where it is larger, bilinear."""
+    h, w = size
+    if h > probs.shape[-2] or w > probs.shape[-1]:
+        return F.interpolate(probs, size=size, mode="bilinear", align_corners=False)
+    rows = _nearest_inverse(h, probs.shape[-2], probs.device)
+    cols = _nearest_inverse(w, probs.shape[-1], probs.device)
+    return torch.einsum("hi,bkij,wj->bkhw", rows, probs, cols)
+
+
+class SlicePredictor:
+    def __init__(self, model_folder, folds, checkpoint_name="checkpoint_final.pth", device=None, amp="off",
+                 base_checkpoint=None, batch_slices=8, use_tta=True):
+        self.model_folder = Path(model_folder)
+        self.plan = read_json(self.model_folder / "samunet_plans.json")
+        self.dataset_json = read_json(self.model_folder / "dataset.json")
+        self.device = device or torch.device("cpu")
+        self.models = []
+        for fold in folds:
+            path = self.model_folder / f"fold_{fold}" / checkpoint_name
+            if not path.is_file():
+                raise SamunetError(f"{path}: checkpoint not found (is fold {fold} trained?)")
+            model, _ = load_model(path, checkpoint=base_checkpoint, device=self.device)
+            self.models.append(model.eval())
+        meta = self.models[0].metadata
+        self.mapper = InputMapper(self.plan["intensity_mapping"]["window_per_channel"], meta["input_range"],
+                                  meta["input_size"], self.device)
+        self.autocast = autocast_factory(self.device, amp)
+        self.batch_slices = batch_slices
+        self.use_tta = use_tta
+        self.num_outputs = self.models[0].num_outputs
+
+    @torch.no_grad()
+    def _slice_probabilities(self, slices):
+        """list of (C, h, w) -> (B, K+1, S, S) mean softmax over folds and mirrorings."""
+        images = self.mapper.images(slices)
+        total = torch.zeros(images.shape[0], self.num_outputs, *images.shape[-2:], device=self.device)
+        passes = MIRROR_AXES if self.use_tta else ((),)
+        for model in self.models:
+            for axes in passes:
+                x = images.flip(axes) if axes else images
+                with self.autocast():
+                    logits = model(x)
+                probs = torch.softmax(logits.float(), dim=1)
+                total += probs.flip(axes) if axes else probs
+        return total / (len(self.models) * len(passes))
+
+    def predict_preprocessed(self, data):
+        """data (C, S, H, W) normalised -> probabilities (K+1, S, H, W) in preprocessed space."""
+        _, num_slices, h, w = data.shape
+        out = np.zeros((self.num_outputs, num_slices, h, w), dtype=np.float32)
+        for start in range(0, num_slices, self.batch_slices):
+            stop = min(start + self.batch_slices, num_slices)
+            probs = self._slice_probabilities([data[:, s] for s in range(start, stop)])
+            probs = resize_probabilities(probs, (h, w))
+            out[:, start:stop] = probs.permute(1, 0, 2, 3).cpu().numpy()
+        return out
