@@ -171,3 +171,19 @@ def test_augmentation_is_reproducible_per_slice():
         again = augment_slice(image, label, seed)
         assert np.array_equal(again[0], outputs[seed][0]) and np.array_equal(again[1], outputs[seed][1])
     assert any(not np.array_equal(o[0], image) for o in outputs)
+
+
+def test_loss_is_cross_entropy_plus_per_sample_foreground_dice():
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    logits, target = torch.randn(4, 3, 16, 16), torch.randint(0, 3, (4, 16, 16))
+    target[0] = 0  # a sample without foreground: its Dice term rewards predicting none
+    probs = torch.softmax(logits, 1)[:, 1:]
+    onehot = F.one_hot(target, 3).permute(0, 3, 1, 2)[:, 1:].float()
+    dice = ((2 * (probs * onehot).sum((2, 3)) + 1e-5) / (probs.sum((2, 3)) + onehot.sum((2, 3)) + 1e-5)).mean(1)
+    expected = 0.3 * F.cross_entropy(logits, target) + 0.7 * (1 - dice.mean())
+    assert ce_dice_loss(logits, target, 0.3, 0.7).item() == pytest.approx(expected.item(), rel=1e-6)
+    # per-sample Dice: the mean over two halves equals the whole batch (what makes DDP exact)
+    halves = (ce_dice_loss(logits[:2], target[:2]) + ce_dice_loss(logits[2:], target[2:])) / 2
+    assert halves.item() == pytest.approx(ce_dice_loss(logits, target).item(), rel=1e-6)
