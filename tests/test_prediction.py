@@ -83,7 +83,7 @@ def test_oracle_model_reproduces_the_label_map(make_dataset, env, tmp_path, jitt
     prepare_dataset(make_dataset, env, num_cases=4, spacing_jitter=jitter, shape=(6, 96, 88), input_size=128)
     train(train_args("linear_head", "--epochs", "1", "--iters-per-epoch", "1", "--val-slices", "2"), show_progress=False)
     raw = env.raw / "Dataset990_Synthetic"
-    predictor = SlicePredictor(env.results / raw.name / "linear_head__tiny", ["0"], use_tta=False)
+    predictor = SlicePredictor.from_model_folder(env.results / raw.name / "linear_head__tiny", ["0"], use_tta=False)
     _oracle(predictor, raw)
     out = tmp_path / "oracle"
     written, failures = predict_folder(predictor, raw / "imagesTr", out)

@@ -52,7 +52,10 @@ def test_every_strategy_trains_and_writes_checkpoints(dataset, env, strategy):
     assert (out / "progress.png").stat().st_size > 0
     assert "epoch 1: train loss" in (out / "training_log.txt").read_text()
     summary = read_json(out / "validation" / "summary.json")
-    assert set(summary["dice_per_class"]) == {"core", "rim"}
+    assert set(summary["mean"]) == {"1", "2"} and summary["class_names"] == {"1": "core", "2": "rim"}
+    assert len(summary["metric_per_case"]) == len(trainer.val_cases)
+    assert sorted(p.name for p in (out / "validation").glob("*.nii.gz")) == sorted(
+        f"{c}.nii.gz" for c in trainer.val_cases)
     meta = read_json(out / "checkpoint_final.json")
     assert meta["strategy"] == strategy and meta["trainable_parameters"] == sum(
         p.numel() for p in trainer.model.parameters() if p.requires_grad)

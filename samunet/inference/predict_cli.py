@@ -6,23 +6,20 @@ shapes that disagree) is reported in one line and skipped; the others are still 
 """
 import argparse
 import multiprocessing
-import os
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
 from tqdm import tqdm
 
 from samunet.dataset_integrity import geometry_problems
 from samunet.errors import SamunetError, cli_entry
 from samunet.file_io import write_json
-from samunet.imageio import read_image, write_image
+from samunet.imageio import read_image
 from samunet.inference.input_files import find_input_cases
 from samunet.inference.model_selection import resolve_model
 from samunet.inference.predictor import SlicePredictor
+from samunet.inference.write_prediction import restore_and_write
 from samunet.preprocessing.preprocess_case import preprocess_case
-from samunet.preprocessing.restore_geometry import original_geometry, restore_probabilities
 from samunet.trainers.amp import default_amp
 from samunet.trainers.run_training import resolve_device
 
@@ -41,18 +38,7 @@ def _read_and_preprocess(job):
 
 
 def _restore_and_write(job):
-    case_id, probs, properties, out_folder, file_ending, save_probabilities = job
-    probs = restore_probabilities(probs, properties)
-    probs /= probs.sum(axis=0, keepdims=True)
-    labels = probs.argmax(0).astype(np.uint8 if probs.shape[0] < 256 else np.uint16)
-    target = out_folder / f"{case_id}{file_ending}"
-    tmp = out_folder / f".{case_id}{file_ending}"
-    write_image(labels, original_geometry(properties), tmp)
-    os.replace(tmp, target)  # an interrupted run leaves no half-written output under the final name
-    if save_probabilities:
-        np.savez_compressed(out_folder / f"{case_id}.npz", probabilities=probs.astype(np.float16))
-        write_json({"geometry": properties["geometry"], "axis_order": "(class, z, y, x)"}, out_folder / f"{case_id}.json")
-    return case_id
+    return restore_and_write(*job)
 
 
 def _pool(n):
@@ -116,8 +102,8 @@ def add_common_arguments(p):
 def run(args, model_folder, folds, description):
     device = resolve_device(args.device)
     name = args.chk if args.chk.endswith(".pth") else f"{args.chk}.pth"
-    predictor = SlicePredictor(model_folder, folds, name, device, args.amp or default_amp(device), args.checkpoint,
-                               args.batch_slices, use_tta=not args.disable_tta)
+    predictor = SlicePredictor.from_model_folder(model_folder, folds, name, device, args.amp or default_amp(device),
+                                                 args.checkpoint, args.batch_slices, use_tta=not args.disable_tta)
     print(f"model: {description}")
     written, failures = predict_folder(predictor, args.i, args.o, args.continue_prediction, args.save_probabilities,
                                        args.npp, args.nps, description)

@@ -43,19 +43,10 @@ def resize_probabilities(probs, size):
 
 
 class SlicePredictor:
-    def __init__(self, model_folder, folds, checkpoint_name="checkpoint_final.pth", device=None, amp="off",
-                 base_checkpoint=None, batch_slices=8, use_tta=True):
-        self.model_folder = Path(model_folder)
-        self.plan = read_json(self.model_folder / "samunet_plans.json")
-        self.dataset_json = read_json(self.model_folder / "dataset.json")
+    def __init__(self, models, plan, dataset_json, device=None, amp="off", batch_slices=8, use_tta=True):
+        self.plan, self.dataset_json = plan, dataset_json
         self.device = device or torch.device("cpu")
-        self.models = []
-        for fold in folds:
-            path = self.model_folder / f"fold_{fold}" / checkpoint_name
-            if not path.is_file():
-                raise SamunetError(f"{path}: checkpoint not found (is fold {fold} trained?)")
-            model, _ = load_model(path, checkpoint=base_checkpoint, device=self.device)
-            self.models.append(model.eval())
+        self.models = [m.eval() for m in models]
         meta = self.models[0].metadata
         self.mapper = InputMapper(self.plan["intensity_mapping"]["window_per_channel"], meta["input_range"],
                                   meta["input_size"], self.device)
@@ -63,6 +54,21 @@ class SlicePredictor:
         self.batch_slices = batch_slices
         self.use_tta = use_tta
         self.num_outputs = self.models[0].num_outputs
+
+    @classmethod
+    def from_model_folder(cls, model_folder, folds, checkpoint_name="checkpoint_final.pth", device=None, amp="off",
+                          base_checkpoint=None, batch_slices=8, use_tta=True):
+        """Models of the given folds of a results subfolder (<strategy>__<backbone>/)."""
+        model_folder = Path(model_folder)
+        device = device or torch.device("cpu")
+        models = []
+        for fold in folds:
+            path = model_folder / f"fold_{fold}" / checkpoint_name
+            if not path.is_file():
+                raise SamunetError(f"{path}: checkpoint not found (is fold {fold} trained?)")
+            models.append(load_model(path, checkpoint=base_checkpoint, device=device)[0])
+        return cls(models, read_json(model_folder / "samunet_plans.json"), read_json(model_folder / "dataset.json"),
+                   device, amp, batch_slices, use_tta)
 
     @torch.no_grad()
     def _slice_probabilities(self, slices):

@@ -21,6 +21,8 @@ from samunet.preprocessing.preprocess_case import preprocess_case
 from samunet.preprocessing.storage import is_case_current, save_case
 from samunet.raw_dataset import load_raw_dataset
 
+GT_FOLDER = "gt_segmentations"
+
 
 def case_stamp(case, plan):
     """Identifies what a preprocessed case was made from: its input files and the plan's relevant fields."""
@@ -41,6 +43,9 @@ def _preprocess_one(job):
         "source_files": [p.name for p in [*case.images, case.label]],
         **props,
     }
+    # Reference labels travel with the preprocessed data, so that training validates in 3D against them.
+    gt_folder = folder.parent / GT_FOLDER
+    shutil.copyfile(case.label, gt_folder / case.label.name)
     save_case(folder, case.case_id, data, seg, props)
     return case.case_id
 
@@ -64,9 +69,12 @@ def preprocess_dataset(dataset_id, num_processes=1, clean=False):
     check_plan_matches(plan, raw, dataset_folder / PLANS_FILE)
     check_headers(raw)
     out = dataset_folder / plan["data_identifier"]
-    if clean and out.exists():
-        shutil.rmtree(out)
+    if clean:
+        for folder in (out, dataset_folder / GT_FOLDER):
+            if folder.exists():
+                shutil.rmtree(folder)
     out.mkdir(parents=True, exist_ok=True)
+    (dataset_folder / GT_FOLDER).mkdir(exist_ok=True)
     jobs = []
     for case in raw.cases.values():
         stamp = case_stamp(case, plan)

@@ -285,16 +285,30 @@ class SamTrainer:
         self.best_ema = payload["best_ema"]
 
     def write_validation_summary(self):
-        """Dice of every slice of the fold's validation cases (2D; 3D evaluation comes with prediction)."""
-        dice = self.evaluate(validation_slices(self.data_folder, self.val_cases, None))
-        names = self.model.metadata["class_names"]
-        summary = {
-            "evaluated_on": "all slices of the validation cases, at the backbone's input size (2D)",
-            "validation_cases": self.val_cases,
-            "dice_per_class": {names[c - 1]: d for c, d in dice.items()},
-            "mean_foreground_dice": float(np.nanmean(list(dice.values()))),
-        }
-        write_json(summary, self.output / "validation" / "summary.json")
+        """Predict the fold's validation cases in 3D (no TTA), write them with their probabilities to
+        validation/, and evaluate them against the reference labels in mm -> validation/summary.json."""
+        from samunet.evaluation.evaluate_cli import evaluate_folders
+        from samunet.inference.predictor import SlicePredictor
+        from samunet.inference.write_prediction import restore_and_write
+        from samunet.preprocessing.preprocess_dataset import GT_FOLDER
+        from samunet.preprocessing.storage import load_case
+
+        gt_folder = self.preprocessed / GT_FOLDER
+        if not gt_folder.is_dir():
+            raise SamunetError(f"{gt_folder}: missing; run samunet_preprocess again to create it")
+        predictor = SlicePredictor([self.model], self.plan, self.dataset_json, self.device, self.cfg.amp,
+                                   self.batch_size, use_tta=False)
+        out = self.output / "validation"
+        for case_id in tqdm(self.val_cases, desc="validation (3D)", disable=not self.show_progress, leave=False):
+            data, _, properties = load_case(self.data_folder, case_id)
+            restore_and_write(case_id, predictor.predict_preprocessed(data), properties, out,
+                              self.dataset_json["file_ending"], save_probabilities=True)
+        labels = sorted(v for v in self.plan["labels"].values() if v)
+        summary = evaluate_folders(gt_folder, out, labels, num_processes=1)
+        summary["class_names"] = {str(v): n for n, v in self.plan["labels"].items() if v}
+        write_json(summary, out / "summary.json")
+        self.write_log(f"validation (3D, {len(self.val_cases)} cases): mean foreground Dice "
+                       f"{summary['foreground_mean']['Dice']:.4f}, HD95 {summary['foreground_mean']['HD95']:.2f} mm")
         return summary
 
 
