@@ -23,8 +23,8 @@ def trained_configurations(dataset_folder, checkpoint_name):
     return found
 
 
-def resolve_model(dataset=None, strategy=None, backbone=None, folds=None, checkpoint_name="checkpoint_final.pth"):
-    """Returns (model folder, folds, a sentence saying what was chosen)."""
+def resolve_model(dataset=None, strategies=None, backbone=None, folds=None, checkpoint_name="checkpoint_final.pth"):
+    """Returns (model folders, folds, a sentence saying what was chosen). Several folders = an ensemble."""
     root = results_root()
     if dataset is not None:
         dataset_folder = find_dataset(root, dataset)
@@ -35,22 +35,29 @@ def resolve_model(dataset=None, strategy=None, backbone=None, folds=None, checkp
             raise SamunetError(f"{root}: {len(trained)} trained datasets ({names}); choose one with -d")
         dataset_folder = trained[0]
     configurations = trained_configurations(dataset_folder, checkpoint_name)
+    strategies = list(strategies or [])
     reason = "given"
-    if strategy and backbone:
-        name = f"{strategy}__{backbone}"
+    if strategies and backbone:
+        names = [f"{s}__{backbone}" for s in strategies]
     else:
-        candidates = {n: f for n, f in configurations.items()
-                      if (not strategy or n.startswith(f"{strategy}__")) and (not backbone or n.endswith(f"__{backbone}"))}
+        candidates = {n for n in configurations
+                      if (len(strategies) != 1 or n.startswith(f"{strategies[0]}__"))
+                      and (not backbone or n.endswith(f"__{backbone}"))}
         best_file = dataset_folder / BEST_CONFIGURATION_FILE
-        best = read_json(best_file)["configuration"] if best_file.is_file() else None
-        if best in candidates:
-            name, reason = best, f"best configuration from {best_file.name}"
+        best = read_json(best_file)["configuration"].split("+") if best_file.is_file() else None
+        if best and set(best) <= candidates:
+            names, reason = best, f"best configuration from {best_file.name}"
         elif len(candidates) == 1:
-            name, reason = next(iter(candidates)), "the only trained configuration"
+            names, reason = sorted(candidates), "the only trained configuration"
         else:
-            raise SamunetError(f"{dataset_folder}: several trained configurations ({', '.join(candidates) or 'none'}); "
+            raise SamunetError(f"{dataset_folder}: several trained configurations ({', '.join(sorted(candidates)) or 'none'}); "
                                "choose with -s and -b, or run samunet_find_best_configuration")
-    if name not in configurations:
-        raise SamunetError(f"{dataset_folder / name}: no trained fold with {checkpoint_name}")
-    chosen_folds = [str(f) for f in folds] if folds else configurations[name]
-    return dataset_folder / name, chosen_folds, f"{dataset_folder.name}/{name}, folds {' '.join(chosen_folds)} ({reason})"
+    for name in names:
+        if name not in configurations:
+            raise SamunetError(f"{dataset_folder / name}: no trained fold with {checkpoint_name}")
+    if folds:
+        chosen = [str(f) for f in folds]
+    else:
+        chosen = sorted(set.intersection(*(set(configurations[n]) for n in names)))
+    description = f"{dataset_folder.name}/{'+'.join(names)}, folds {' '.join(chosen)} ({reason})"
+    return [dataset_folder / n for n in names], chosen, description

@@ -99,10 +99,10 @@ def add_common_arguments(p):
     p.add_argument("--checkpoint", default=None, help="base SAM weights file, for vit_* / mobile_sam")
 
 
-def run(args, model_folder, folds, description):
+def run(args, model_folders, folds, description):
     device = resolve_device(args.device)
     name = args.chk if args.chk.endswith(".pth") else f"{args.chk}.pth"
-    predictor = SlicePredictor.from_model_folder(model_folder, folds, name, device, args.amp or default_amp(device),
+    predictor = SlicePredictor.from_model_folder(model_folders, folds, name, device, args.amp or default_amp(device),
                                                  args.checkpoint, args.batch_slices, use_tta=not args.disable_tta)
     print(f"model: {description}")
     written, failures = predict_folder(predictor, args.i, args.o, args.continue_prediction, args.save_probabilities,
@@ -117,12 +117,12 @@ def main(argv=None):
     p = argparse.ArgumentParser(description="Predict a folder of volumes with trained samunet models.")
     add_common_arguments(p)
     p.add_argument("-d", default=None, help="dataset id (default: the one trained dataset)")
-    p.add_argument("-s", "--strategy", default=None)
+    p.add_argument("-s", "--strategy", nargs="+", default=None, help="strategy (several: their ensemble)")
     p.add_argument("-b", "--backbone", default=None)
     args = p.parse_args(argv)
     chk = args.chk if args.chk.endswith(".pth") else f"{args.chk}.pth"
-    model_folder, folds, description = resolve_model(args.d, args.strategy, args.backbone, args.f, chk)
-    run(args, model_folder, folds, description)
+    model_folders, folds, description = resolve_model(args.d, args.strategy, args.backbone, args.f, chk)
+    run(args, model_folders, folds, description)
 
 
 @cli_entry
@@ -138,4 +138,4 @@ def main_from_modelfolder(argv=None):
     folds = args.f or sorted(f.name[len("fold_"):] for f in folder.glob("fold_*") if (f / chk).is_file())
     if not folds:
         raise SamunetError(f"{folder}: no fold holds {chk}")
-    run(args, folder, folds, f"{folder}, folds {' '.join(folds)}")
+    run(args, [folder], folds, f"{folder}, folds {' '.join(folds)}")

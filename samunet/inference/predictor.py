@@ -56,18 +56,22 @@ class SlicePredictor:
         self.num_outputs = self.models[0].num_outputs
 
     @classmethod
-    def from_model_folder(cls, model_folder, folds, checkpoint_name="checkpoint_final.pth", device=None, amp="off",
+    def from_model_folder(cls, model_folders, folds, checkpoint_name="checkpoint_final.pth", device=None, amp="off",
                           base_checkpoint=None, batch_slices=8, use_tta=True):
-        """Models of the given folds of a results subfolder (<strategy>__<backbone>/)."""
-        model_folder = Path(model_folder)
+        """Models of the given folds of one or more results subfolders (<strategy>__<backbone>/) of one
+        dataset and backbone: all of them are averaged."""
+        folders = [Path(f) for f in (model_folders if isinstance(model_folders, (list, tuple)) else [model_folders])]
         device = device or torch.device("cpu")
         models = []
-        for fold in folds:
-            path = model_folder / f"fold_{fold}" / checkpoint_name
-            if not path.is_file():
-                raise SamunetError(f"{path}: checkpoint not found (is fold {fold} trained?)")
-            models.append(load_model(path, checkpoint=base_checkpoint, device=device)[0])
-        return cls(models, read_json(model_folder / "samunet_plans.json"), read_json(model_folder / "dataset.json"),
+        for folder in folders:
+            for fold in folds:
+                path = folder / f"fold_{fold}" / checkpoint_name
+                if not path.is_file():
+                    raise SamunetError(f"{path}: checkpoint not found (is fold {fold} trained?)")
+                models.append(load_model(path, checkpoint=base_checkpoint, device=device)[0])
+        if len({(m.metadata["backbone"], m.metadata["input_size"]) for m in models}) > 1:
+            raise SamunetError("an ensemble must share one backbone and input size")
+        return cls(models, read_json(folders[0] / "samunet_plans.json"), read_json(folders[0] / "dataset.json"),
                    device, amp, batch_slices, use_tta)
 
     @torch.no_grad()
