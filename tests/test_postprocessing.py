@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+
+from samunet.imageio import Geometry, read_image, write_image
+from samunet.postprocessing.largest_component import apply_main, determine, keep_largest_component
+
+GEOMETRY = Geometry((1.0, 1.0, 2.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+
+
+def blobs():
+    ref = np.zeros((10, 30, 30), np.uint8)
+    ref[2:8, 2:12, 2:12] = 1
+    ref[2:8, 18:22, 2:6] = 2   # class 2 has two true components
+    ref[2:8, 18:22, 20:24] = 2
+    return ref
+
+
+def test_keep_largest_component_per_class():
+    seg = blobs()
+    seg[0, 25:27, 25:27] = 1  # a small false positive of class 1
+    out = keep_largest_component(seg, [1])
+    assert out[0, 25, 25] == 0 and (out == 1).sum() == (blobs() == 1).sum()
+    assert np.array_equal(out == 2, seg == 2)  # class 2 untouched
+
+
+def test_determine_keeps_the_rule_only_where_it_helps(tmp_path, capsys):
+    gt, model = tmp_path / "gt", tmp_path / "conf"
+    for i in range(3):
+        ref = blobs()
+        pred = ref.copy()
+        pred[0, 25:28, 25:28] = 1  # spurious class-1 islands: removing them helps
+        write_image(ref, GEOMETRY, gt / f"c{i}.nii.gz")
+        write_image(pred, GEOMETRY, model / f"fold_{i % 2}" / "validation" / f"c{i}.nii.gz")
+    result = determine(model, gt, [1, 2], ".nii.gz")
+    assert result["keep_largest_component_for_labels"] == [1]  # for class 2 it would delete a true component
+    assert result["dice_after"]["1"] > result["dice_before"]["1"]
+    assert result["dice_after"]["2"] == result["dice_before"]["2"] == 1.0
+    assert (model / "postprocessing.json").is_file()
+
+    out = tmp_path / "pp"
+    apply_main(["-i", str(model / "fold_0" / "validation"), "-o", str(out), "-pp", str(model / "postprocessing.json")])
+    seg, geom = read_image(out / "c0.nii.gz")
+    assert np.array_equal(seg, blobs()) and geom == read_image(gt / "c0.nii.gz")[1]
+    with pytest.raises(SystemExit):
+        apply_main(["-i", str(out), "-o", str(out), "-pp", str(model / "postprocessing.json")])
+    assert "must differ from the input folder" in capsys.readouterr().err
