@@ -37,7 +37,7 @@ def test_ranking_ensembles_and_short_predict(make_dataset, env, tmp_path, capsys
                 dice = [m["Dice"] for m in case["metrics"].values() if not np.isnan(m["Dice"])]
                 per_case.append(np.mean(dice))
         assert row["cv_foreground_dice"] == pytest.approx(np.mean(per_case))
-    assert f"predict with:\n  samunet_predict -i INPUT_FOLDER -o OUTPUT_FOLDER -d Dataset990_Synthetic" in out
+    assert "predict with:\n  samunet_predict -i INPUT_FOLDER -o OUTPUT_FOLDER -d Dataset990_Synthetic" in out
 
     predict(["-i", str(env.raw / "Dataset990_Synthetic" / "imagesTr"), "-o", str(tmp_path / "p"), "--disable-tta"])
     out = capsys.readouterr().out

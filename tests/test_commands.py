@@ -1,7 +1,6 @@
 """The installed console scripts: user mistakes end in one line on stderr, exit code 2, no traceback."""
 import os
 import subprocess
-import sys
 
 import pytest
 

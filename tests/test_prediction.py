@@ -1,5 +1,4 @@
 import hashlib
-import os
 import shutil
 
 import numpy as np
@@ -24,7 +23,7 @@ from training_helpers import prepare_dataset, train_args
 def trained(make_dataset, env, tmp_path):
     """A tiny lora_both model trained briefly on anisotropic phantoms with in-plane spacing jitter, and a
     folder of 'test' images (copies of the raw training images)."""
-    folder = prepare_dataset(make_dataset, env, num_cases=4, spacing_jitter=0.15)
+    prepare_dataset(make_dataset, env, num_cases=4, spacing_jitter=0.15)
     train(train_args("lora_both", "--epochs", "1", "--iters-per-epoch", "3", "--val-slices", "4"), show_progress=False)
     raw = env.raw / "Dataset990_Synthetic"
     images = tmp_path / "imagesTs"

@@ -1,5 +1,4 @@
 """Real data from ../shared/data (skipped when absent): hippocampus MRI, a CT, anisotropic NRRD MR."""
-import json
 import shutil
 
 import numpy as np

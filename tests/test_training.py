@@ -1,4 +1,3 @@
-import json
 
 import numpy as np
 import pytest
@@ -11,7 +10,6 @@ from samunet.trainers.distributed import DistInfo
 from samunet.trainers.loss import ce_dice_loss
 from samunet.trainers.run_training import main as samunet_train
 from samunet.trainers.run_training import train
-from samunet.trainers.slice_sampler import validation_slices
 from samunet.trainers.trainer import CachedEmbeddingTrainer, SamTrainer, TrainConfig, trainer_class
 
 from training_helpers import prepare_dataset, train_args
@@ -34,8 +32,6 @@ def fold_folder(env, strategy, fold="0"):
 
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
 def test_every_strategy_trains_and_writes_checkpoints(dataset, env, strategy):
-    args = train_args(strategy, "--epochs", "2", "--iters-per-epoch", "8", "--lr", "2e-3", "--no-augmentation",
-                      "--val-slices", "8")
     config = TrainConfig(strategy=strategy, backbone="tiny", fold="0", epochs=2, iters_per_epoch=8, batch_size=4,
                          lr=2e-3, augment=False, val_slices=8)
     cls = trainer_class(strategy, use_cache=True)

@@ -287,6 +287,7 @@ class SamTrainer:
     def write_validation_summary(self):
         """Predict the fold's validation cases in 3D (no TTA), write them with their probabilities to
         validation/, and evaluate them against the reference labels in mm -> validation/summary.json."""
+        # Imported here: the inference stage itself builds on trainers.input_mapping and trainers.amp.
         from samunet.evaluation.evaluate_cli import evaluate_folders
         from samunet.inference.predictor import SlicePredictor
         from samunet.inference.write_prediction import restore_and_write
