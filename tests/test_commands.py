@@ -47,5 +47,7 @@ def test_unknown_dataset_and_end_to_end(clean_env, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "default backbone: litemedsam" in result.stdout
     assert len(list((tmp_path / "pre" / "Dataset990_Synthetic" / "samunet_2d").glob("*.b2nd"))) == 6
-    again = run(["samunet_generate_synthetic", "-d", "990"], env)
-    assert again.returncode == 2 and "dataset id 990 is taken" in again.stderr
+    again = run(["samunet_generate_synthetic", "-d", "990"], env)  # the README command can be re-run
+    assert again.returncode == 0 and "already exists; kept" in again.stdout
+    other = run(["samunet_generate_synthetic", "-d", "990", "--name", "Other"], env)
+    assert other.returncode == 2 and "dataset id 990 is taken" in other.stderr

@@ -110,6 +110,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.num_cases < 1 or args.channels < 1:
         raise SamunetError("--num-cases and --channels must be at least 1")
+    existing = raw_root() / f"Dataset{args.d:03d}_{args.name}"
+    if (existing / "dataset.json").is_file() and "samunet_generate_synthetic" in (existing / "dataset.json").read_text():
+        print(f"{existing}: a synthetic dataset already exists; kept (use another -d for a new one)")
+        return  # so that the README's demo command can simply be run again
     folder = generate_synthetic_dataset(
         raw_root(), args.d, args.name, args.num_cases, args.kind, args.channels,
         None if args.isotropic else 0, spacing_jitter=0.1, seed=args.seed,
