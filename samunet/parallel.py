@@ -1,8 +1,9 @@
 """One way to run a per-case function over many cases: in a process pool, with a progress bar."""
-import argparse
 import multiprocessing
 
 from tqdm import tqdm
+
+from samunet.cli_types import int_at_least
 
 
 def map_with_progress(func, jobs, num_processes=1, desc=None):
@@ -19,13 +20,4 @@ def map_with_progress(func, jobs, num_processes=1, desc=None):
 
 
 def add_num_processes_argument(parser, default=4):
-    def positive_int(text):
-        try:
-            value = int(text)
-        except ValueError:
-            value = 0
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
-        return value
-
-    parser.add_argument("-np", type=positive_int, default=default, help=f"worker processes (default {default})")
+    parser.add_argument("-np", type=int_at_least(1), default=default, help=f"worker processes (default {default})")

@@ -10,7 +10,7 @@ from samunet.errors import SamunetError, cli_entry
 from samunet.evaluation.metrics import binary_metrics
 from samunet.file_io import read_json, write_json
 from samunet.imageio import SUPPORTED_ENDINGS, read_image
-from samunet.parallel import map_with_progress
+from samunet.parallel import add_num_processes_argument, map_with_progress
 from samunet.paths import find_raw_dataset
 
 METRICS = ("Dice", "IoU", "HD95", "NSD")
@@ -22,8 +22,9 @@ def _case_metrics(job):
     pred, pred_geom = read_image(pred_path)
     if ref.shape != pred.shape:
         raise SamunetError(f"{pred_path}: shape {pred.shape} differs from the reference's {ref.shape}")
-    if ref_geom.matches(pred_geom):
-        raise SamunetError(f"{pred_path}: {', '.join(ref_geom.matches(pred_geom))} differ from the reference's")
+    differing = ref_geom.matches(pred_geom)
+    if differing:
+        raise SamunetError(f"{pred_path}: {', '.join(differing)} differ from the reference's")
     spacing = (1.0, 1.0, 1.0) if voxel_units else ref_geom.spacing_zyx
     return {
         "reference": str(ref_path), "prediction": str(pred_path),
@@ -70,7 +71,7 @@ def main(argv=None):
     p.add_argument("-o", default=None, help="summary file (default PRED_FOLDER/summary.json)")
     p.add_argument("--nsd-tolerance", type=float, default=1.0, help="surface Dice tolerance in mm (default 1)")
     p.add_argument("--voxel-units", action="store_true", help="spacing 1 (the SAMed / TransUNet convention)")
-    p.add_argument("-np", type=int, default=2)
+    add_num_processes_argument(p, default=2)
     args = p.parse_args(argv)
     labels = args.l or sorted(v for v in read_json(find_raw_dataset(args.d) / "dataset.json")["labels"].values() if v)
     summary = evaluate_folders(args.gt_folder, args.pred_folder, labels, args.nsd_tolerance, args.voxel_units, args.np)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from samunet.cli_types import int_at_least
 from samunet.dataset_integrity import geometry_problems
 from samunet.errors import SamunetError, cli_entry
 from samunet.file_io import write_json
@@ -93,16 +94,19 @@ def add_common_arguments(p):
     p.add_argument("--continue-prediction", action="store_true", help="skip cases whose output exists")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None)
     p.add_argument("--amp", choices=("bf16", "fp16", "off"), default=None)
-    p.add_argument("--batch-slices", type=int, default=8, help="slices per forward pass (default 8)")
-    p.add_argument("-npp", type=int, default=2, help="processes reading and preprocessing cases (default 2)")
-    p.add_argument("-nps", type=int, default=2, help="processes restoring geometry and writing (default 2)")
+    p.add_argument("--batch-slices", type=int_at_least(1), default=8, help="slices per forward pass (default 8)")
+    p.add_argument("-npp", type=int_at_least(1), default=2, help="processes reading and preprocessing cases (default 2)")
+    p.add_argument("-nps", type=int_at_least(1), default=2, help="processes restoring geometry and writing (default 2)")
     p.add_argument("--checkpoint", default=None, help="base SAM weights file, for vit_* / mobile_sam")
+
+
+def checkpoint_file(args):
+    return args.chk if args.chk.endswith(".pth") else f"{args.chk}.pth"
 
 
 def run(args, model_folders, folds, description):
     device = resolve_device(args.device)
-    name = args.chk if args.chk.endswith(".pth") else f"{args.chk}.pth"
-    predictor = SlicePredictor.from_model_folder(model_folders, folds, name, device, args.amp or default_amp(device),
+    predictor = SlicePredictor.from_model_folder(model_folders, folds, checkpoint_file(args), device, args.amp or default_amp(device),
                                                  args.checkpoint, args.batch_slices, use_tta=not args.disable_tta)
     print(f"model: {description}")
     written, failures = predict_folder(predictor, args.i, args.o, args.continue_prediction, args.save_probabilities,
@@ -120,8 +124,7 @@ def main(argv=None):
     p.add_argument("-s", "--strategy", nargs="+", default=None, help="strategy (several: their ensemble)")
     p.add_argument("-b", "--backbone", default=None)
     args = p.parse_args(argv)
-    chk = args.chk if args.chk.endswith(".pth") else f"{args.chk}.pth"
-    model_folders, folds, description = resolve_model(args.d, args.strategy, args.backbone, args.f, chk)
+    model_folders, folds, description = resolve_model(args.d, args.strategy, args.backbone, args.f, checkpoint_file(args))
     run(args, model_folders, folds, description)
 
 
@@ -134,7 +137,7 @@ def main_from_modelfolder(argv=None):
     folder = Path(args.m)
     if not (folder / "samunet_plans.json").is_file():
         raise SamunetError(f"{folder}: not a samunet model folder (no samunet_plans.json)")
-    chk = args.chk if args.chk.endswith(".pth") else f"{args.chk}.pth"
+    chk = checkpoint_file(args)
     folds = args.f or sorted(f.name[len("fold_"):] for f in folder.glob("fold_*") if (f / chk).is_file())
     if not folds:
         raise SamunetError(f"{folder}: no fold holds {chk}")

@@ -8,6 +8,7 @@ import argparse
 
 import torch
 
+from samunet.cli_types import int_at_least
 from samunet.errors import SamunetError, cli_entry
 from samunet.file_io import read_json
 from samunet.models.strategies import STRATEGIES
@@ -17,20 +18,6 @@ from samunet.trainers.distributed import init_distributed, shutdown
 from samunet.trainers.trainer import TrainConfig, copy_run_description, trainer_class
 
 
-def _non_negative_int(text):
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
 def build_parser():
     p = argparse.ArgumentParser(description="Fine-tune a SAM backbone on one cross-validation fold.")
     p.add_argument("dataset", help="dataset id, e.g. 501")
@@ -38,25 +25,25 @@ def build_parser():
     p.add_argument("fold", nargs="?", default="0", help="fold 0-4 or 'all' (default 0)")
     p.add_argument("-b", "--backbone", default=None, help="backbone (default: the plan's default_backbone)")
     p.add_argument("--checkpoint", default=None, help="base SAM weights file for vit_* / mobile_sam")
-    p.add_argument("--epochs", type=_positive_int, default=50)
-    p.add_argument("--iters-per-epoch", type=_positive_int, default=250)
-    p.add_argument("--batch-size", type=_positive_int, default=None, help="default: the plan's for this backbone")
+    p.add_argument("--epochs", type=int_at_least(1), default=50)
+    p.add_argument("--iters-per-epoch", type=int_at_least(1), default=250)
+    p.add_argument("--batch-size", type=int_at_least(1), default=None, help="default: the plan's for this backbone")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 5e-4; 1e-4 for 'full')")
-    p.add_argument("--num-train-cases", type=_positive_int, default=None,
+    p.add_argument("--num-train-cases", type=int_at_least(1), default=None,
                    help="few-shot: train on the first N cases of the fold's training split")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     p.add_argument("--amp", choices=("bf16", "fp16", "off"), default=None,
                    help="mixed precision (default: bf16 where supported, fp16 on older GPUs, else off)")
     p.add_argument("--c", action="store_true", help="continue from the latest checkpoint")
     p.add_argument("--val", action="store_true", help="only run the final validation of a trained fold")
-    p.add_argument("-np", type=_non_negative_int, default=2, help="data loading worker processes (default 2)")
+    p.add_argument("-np", type=int_at_least(0), default=2, help="data loading worker processes (default 2)")
     p.add_argument("--no-cache", action="store_true", help="never cache embeddings of a frozen encoder")
     p.add_argument("--no-augmentation", action="store_true", help="train on slices as preprocessed")
-    p.add_argument("--val-slices", type=_positive_int, default=100, help="slices in the per-epoch validation")
+    p.add_argument("--val-slices", type=int_at_least(1), default=100, help="slices in the per-epoch validation")
     p.add_argument("--seed", type=int, default=12345)
     p.add_argument("--ce-weight", type=float, default=0.2)
     p.add_argument("--dice-weight", type=float, default=0.8)
-    p.add_argument("--lora-rank", type=_positive_int, default=4)
+    p.add_argument("--lora-rank", type=int_at_least(1), default=4)
     return p
 
 

@@ -1,0 +1,16 @@
+"""argparse value types shared by the commands (a bad value ends in argparse's one-line usage error)."""
+import argparse
+
+
+def int_at_least(minimum):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be a whole number >= {minimum}, got {text!r}")
+        return value
+
+    parse.__name__ = f"int>={minimum}"
+    return parse
