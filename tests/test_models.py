@@ -231,3 +231,35 @@ def test_sam_decoder_head_takes_point_prompts():
         out = model(images, points=(coords, labels))
         assert out.shape == (2, K + 1, SIZE, SIZE)
         assert not torch.allclose(out, model(images))
+
+
+def test_inference_precision_keeps_the_model_outputs():
+    """The inference model (folded batch norms, bf16 encoder, one slice at a time on CPU) computes
+    what the trained model computes, to bf16 accuracy; folding alone is exact to fp32 rounding."""
+    import copy
+
+    from samunet.models.backbones import build_architecture
+    from samunet.models.inference_precision import fold_batch_norms, for_inference
+
+    torch.manual_seed(0)
+    encoder = build_architecture("litemedsam").image_encoder.eval()
+    for module in encoder.modules():  # non-trivial batch-norm statistics, so folding has work to do
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    images = torch.rand(2, 3, 256, 256)
+    with torch.no_grad():
+        reference = encoder(images)
+        folded = fold_batch_norms(copy.deepcopy(encoder))
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+        assert torch.allclose(folded(images), reference, atol=1e-4, rtol=1e-4)
+
+    model = tiny("decoder")
+    original = copy.deepcopy(model).eval()
+    fast = for_inference(model, torch.bfloat16)
+    assert fast.encoder.encoder.patch_embed.proj.weight.dtype == torch.bfloat16
+    images = torch.rand(3, 3, SIZE, SIZE)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected, got = original(images).float(), fast(images).float()
+    assert ((got - expected).norm() / expected.norm()).item() < 0.05
+    assert for_inference(original, None).encoder is original.encoder  # amp off: untouched

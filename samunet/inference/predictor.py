@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from samunet.errors import SamunetError
 from samunet.file_io import read_json
 from samunet.models.checkpoint import load_model
-from samunet.trainers.amp import autocast_factory
+from samunet.models.inference_precision import for_inference
+from samunet.trainers.amp import amp_dtype, autocast_factory
 from samunet.trainers.input_mapping import InputMapper
 
 MIRROR_AXES = ((), (-1,), (-2,), (-2, -1))  # 4 passes in 2D
@@ -46,7 +47,7 @@ class SlicePredictor:
     def __init__(self, models, plan, dataset_json, device=None, amp="off", batch_slices=8, use_tta=True):
         self.plan, self.dataset_json = plan, dataset_json
         self.device = device or torch.device("cpu")
-        self.models = [m.eval() for m in models]
+        self.models = [for_inference(m, amp_dtype(amp)) for m in models]  # taken over: changed in place
         meta = self.models[0].metadata
         self.mapper = InputMapper(self.plan["intensity_mapping"]["window_per_channel"], meta["input_range"],
                                   meta["input_size"], self.device)

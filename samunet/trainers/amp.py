@@ -15,6 +15,11 @@ def default_amp(device):
     return "bf16" if supported else "off"
 
 
+def amp_dtype(amp):
+    """The autocast dtype of an --amp choice, None for 'off'."""
+    return DTYPES.get(amp)
+
+
 def autocast_factory(device, amp):
     """A zero-argument callable returning a fresh autocast context (or a null one)."""
     if amp == "off":

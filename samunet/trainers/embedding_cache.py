@@ -3,7 +3,7 @@
 Embeddings of every slice are computed once (no augmentation: see README) and stored in fp16 as
 `{case}.npy` (S, C, h, w), memory-mapped when read. The folder name carries a hash of everything the
 embeddings depend on (backbone and its base weights, input size, the plan's preprocessing and intensity
-mapping), so the cache is shared by epochs, folds and strategies of one backbone + plan, and a change of
+mapping, the encoder's precision), so the cache is shared by epochs, folds and strategies of one backbone + plan, and a change of
 either gets a fresh folder. Each case also records the stamp of the preprocessed case it was made from.
 """
 import hashlib
@@ -19,12 +19,13 @@ from samunet.file_io import read_json, write_json
 from samunet.planners.experiment_planner import preprocessing_fields
 from samunet.preprocessing.storage import load_properties, open_case
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: the encoder runs in the amp dtype (models/inference_precision.py)
 
 
-def cache_folder(preprocessed_folder, plan, metadata):
+def cache_folder(preprocessed_folder, plan, metadata, amp):
     key = {
         "format": CACHE_FORMAT,
+        "encoder_precision": amp,
         "backbone": metadata["backbone"],
         "base_weights": metadata["base_weights"],
         "input_size": metadata["input_size"],
@@ -37,8 +38,8 @@ def cache_folder(preprocessed_folder, plan, metadata):
 
 
 class EmbeddingCache:
-    def __init__(self, preprocessed_folder, data_folder, plan, metadata):
-        self.folder, self.key = cache_folder(preprocessed_folder, plan, metadata)
+    def __init__(self, preprocessed_folder, data_folder, plan, metadata, amp):
+        self.folder, self.key = cache_folder(preprocessed_folder, plan, metadata, amp)
         self.data_folder = data_folder
         self._arrays = {}
 

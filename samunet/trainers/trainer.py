@@ -4,6 +4,7 @@
 encoder is frozen) feeds cached encoder outputs to the head only: the same loop with two methods
 replaced. Strategies themselves are declarations (samunet/models/strategies.py), not trainers.
 """
+import copy
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -20,8 +21,9 @@ from samunet.errors import SamunetError
 from samunet.file_io import read_json, write_json
 from samunet.models.build import PeftConfig, build_model
 from samunet.models.checkpoint import load_trainable, read_checkpoint, save_checkpoint
+from samunet.models.inference_precision import for_inference
 from samunet.models.strategies import get_strategy
-from samunet.trainers.amp import autocast_factory, grad_scaler
+from samunet.trainers.amp import amp_dtype, autocast_factory, grad_scaler
 from samunet.trainers.distributed import barrier
 from samunet.trainers.embedding_cache import EmbeddingCache
 from samunet.trainers.input_mapping import InputMapper
@@ -297,7 +299,7 @@ class SamTrainer:
         gt_folder = self.preprocessed / GT_FOLDER
         if not gt_folder.is_dir():
             raise SamunetError(f"{gt_folder}: missing; run samunet_preprocess again to create it")
-        predictor = SlicePredictor([self.model], self.plan, self.dataset_json, self.device, self.cfg.amp,
+        predictor = SlicePredictor([copy.deepcopy(self.model)], self.plan, self.dataset_json, self.device, self.cfg.amp,
                                    self.batch_size, use_tta=False)
         out = self.output / "validation"
         for case_id in tqdm(self.val_cases, desc="validation (3D)", disable=not self.show_progress, leave=False):
@@ -323,7 +325,8 @@ class CachedEmbeddingTrainer(SamTrainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.cache = EmbeddingCache(self.preprocessed, self.data_folder, self.plan, self.model.metadata)
+        self.cache = EmbeddingCache(self.preprocessed, self.data_folder, self.plan, self.model.metadata,
+                                    self.cfg.amp)
         self.label_source = SliceDataset(self.data_folder, augment=False)
         self.fill_seconds = 0.0
 
@@ -334,7 +337,8 @@ class CachedEmbeddingTrainer(SamTrainer):
         self.prepared = True
         if self.dist.is_main:
             start = time.perf_counter()
-            encoded = self.cache.fill(sorted(set(self.train_cases + self.val_cases)), self.model, self.mapper,
+            encoder = for_inference(copy.deepcopy(self.model), amp_dtype(self.cfg.amp))
+            encoded = self.cache.fill(sorted(set(self.train_cases + self.val_cases)), encoder, self.mapper,
                                       self.autocast, self.batch_size, self.show_progress)
             self.fill_seconds = time.perf_counter() - start
             if encoded:

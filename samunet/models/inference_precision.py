@@ -1,0 +1,48 @@
+"""A faster model for inference with a frozen image encoder (prediction, embedding cache).
+
+Under bf16 autocast the encoder still keeps fp32 weights, casts them on every call and runs batch norm
+and GELU on fp32 activations. For inference nothing needs the fp32 copy, so the encoder is given
+bf16 (or fp16) weights, channels-last memory (what oneDNN's convolutions want) and, for TinyViT, its
+convolution + batch-norm pairs folded into one convolution. Measured on the LiteMedSAM encoder on the
+reference CPU: 0.48-0.52 s per 256 x 256 slice against 0.74-0.97 s with autocast, with the same error
+against fp32 as autocast (1.1-1.3% vs 1.4% relative). The head keeps running under autocast.
+"""
+import torch
+from torch import nn
+
+
+def fold_batch_norms(module):
+    """Replace every TinyViT `Conv2d_BN` (a conv followed by an eval-mode batch norm) by the one
+    convolution it computes. Works in place; other modules are left as they are."""
+    for name, child in module.named_children():
+        if type(child).__name__ == "Conv2d_BN" and hasattr(child, "fuse"):
+            setattr(module, name, child.fuse())
+        else:
+            fold_batch_norms(child)
+    return module
+
+
+class LowPrecisionEncoder(nn.Module):
+    def __init__(self, encoder, dtype):
+        super().__init__()
+        self.dtype = dtype
+        self.encoder = fold_batch_norms(encoder).to(dtype).to(memory_format=torch.channels_last)
+
+    def forward(self, images):
+        images = images.to(self.dtype).contiguous(memory_format=torch.channels_last)
+        if images.device.type != "cpu":
+            return self.encoder(images)
+        # On CPU one slice at a time is fastest: TinyViT's first stage holds 256 channels at full input
+        # resolution, and a batch of such activations no longer fits the caches (0.52 s per slice at
+        # batch 1 against 0.80 at batch 8 on the reference CPU).
+        return torch.cat([self.encoder(image[None]) for image in images])
+
+
+def for_inference(model, dtype):
+    """Put `model` (a SamSegmenter) in eval mode and, unless dtype is None, run its encoder in `dtype`
+    (torch.bfloat16 or torch.float16) from now on. Changes the model in place: pass a copy
+    (copy.deepcopy) of one that will still be trained."""
+    model.eval()
+    if dtype is not None and not isinstance(model.encoder, LowPrecisionEncoder):
+        model.encoder = LowPrecisionEncoder(model.encoder, dtype)
+    return model

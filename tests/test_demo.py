@@ -1,0 +1,61 @@
+"""samunet_demo end to end, on the `tiny` backbone so that it takes seconds (the README runs it on LiteMedSAM)."""
+import json
+
+import numpy as np
+import pytest
+
+from samunet.demo import main as demo
+from samunet.imageio import read_image
+
+ARGS = ["-b", "tiny", "--train-cases", "3", "--heldout-cases", "2", "--epochs", "1", "--iters-per-epoch", "2",
+        "--batch-size", "2", "-np", "1", "--quiet"]
+
+
+def test_demo_runs_end_to_end_and_again(env, tmp_path, capsys):
+    out = tmp_path / "demo"
+    demo(["--output", str(out), *ARGS])
+    printed = capsys.readouterr().out
+    assert "Dice" in printed and "HD95 (mm)" in printed
+
+    split = json.loads((out / "preprocessed" / "Dataset990_Synthetic" / "splits_final.json").read_text())
+    assert split == [{"train": ["synthetic_000", "synthetic_001", "synthetic_002"],
+                      "val": ["synthetic_003", "synthetic_004"]}]
+    for case_id in split[0]["val"]:  # predicted from the raw files, in their geometry
+        image, geometry = read_image(out / "heldout" / "imagesTs" / f"{case_id}_0000.nii.gz")
+        prediction, predicted_geometry = read_image(out / "predictions" / f"{case_id}.nii.gz")
+        assert prediction.shape == image.shape and predicted_geometry == geometry
+        assert set(np.unique(prediction)) <= {0, 1, 2}
+        assert (out / "overlays" / f"{case_id}.png").stat().st_size > 1000
+    summary = json.loads((out / "predictions" / "summary.json").read_text())
+    assert [c["prediction"].split("/")[-1] for c in summary["metric_per_case"]] == \
+        ["synthetic_003.nii.gz", "synthetic_004.nii.gz"]
+    assert (out / "progress.png").is_file()
+    # the user's folders are not touched
+    assert not any(env.raw.iterdir()) and not env.preprocessed.exists() and not env.results.exists()
+
+    checkpoint = out / "results" / "Dataset990_Synthetic" / "decoder__tiny" / "fold_0" / "checkpoint_final.pth"
+    stamp = checkpoint.stat().st_mtime_ns
+    demo(["--output", str(out), *ARGS])  # a second run reuses the trained model
+    assert checkpoint.stat().st_mtime_ns == stamp
+    assert "training already finished" in capsys.readouterr().out
+
+
+def test_demo_refuses_a_folder_that_is_not_its_own(env, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("precious")
+    with pytest.raises(SystemExit) as exit_info:
+        demo(["--output", str(out), *ARGS])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not empty and not a samunet_demo folder" in err[0]
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_demo_with_a_raw_dataset_that_is_too_small(env, tmp_path, make_dataset, capsys):
+    raw = make_dataset(991)  # 4 cases
+    with pytest.raises(SystemExit):
+        demo(["--output", str(tmp_path / "demo"), "--raw", str(raw), *ARGS])
+    err = capsys.readouterr().err
+    assert "has 4 labelled cases; --train-cases 3 + --heldout-cases 2 is more" in err
+    assert not (raw / "samunet_demo.json").exists()
