@@ -14,3 +14,13 @@ def int_at_least(minimum):
 
     parse.__name__ = f"int>={minimum}"
     return parse
+
+
+def positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value

@@ -1,3 +1,5 @@
+import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -95,6 +97,27 @@ def test_resume_continues_exactly(dataset, env, monkeypatch):
     # state, or other batches, would differ by orders of magnitude more)
     assert resumed.log["train_loss"] == pytest.approx(uninterrupted, rel=1e-5, abs=0)
     assert train(train_args("lora_both", *common, "--c"), show_progress=False) is None  # already finished
+
+
+def test_time_budget_stops_at_whole_epochs_with_the_lr_decay_completed(dataset, env, monkeypatch):
+    clock = [0.0]  # a clock that only the epochs advance: 10 s each
+    monkeypatch.setattr("samunet.trainers.trainer.time", SimpleNamespace(perf_counter=lambda: clock[0],
+                                                                         strftime=time.strftime))
+    original = SamTrainer.train_epoch
+
+    def ten_second_epoch(self, epoch):
+        clock[0] += 10.0
+        return original(self, epoch)
+
+    monkeypatch.setattr(SamTrainer, "train_epoch", ten_second_epoch)
+    trainer = train(train_args("lora_both", "--epochs", "20", "--iters-per-epoch", "2", "--val-slices", "2",
+                               "--time-budget", "1"), show_progress=False)
+    assert len(trainer.log["train_loss"]) == 6  # 6 x 10 s fit into 1 minute
+    assert trainer.log["lr"][-1] == 0.0 and trainer.log["lr"][0] > 0  # the schedule was fitted to 6 epochs
+    assert (fold_folder(env, "lora_both") / "checkpoint_final.pth").is_file()
+    assert "time budget of 1 min: stopping after epoch 5" in (fold_folder(env, "lora_both") / "training_log.txt").read_text()
+    with pytest.raises(SystemExit):
+        samunet_train(["990", "decoder", "0", "-b", "tiny", "--time-budget", "0"])
 
 
 def test_cached_and_uncached_decoder_give_the_same_first_step_loss(dataset, env):

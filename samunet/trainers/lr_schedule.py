@@ -2,11 +2,20 @@
 from torch.optim.lr_scheduler import LambdaLR
 
 
-def warmup_poly(optimizer, total_iterations, warmup_iterations):
-    def factor(it):
-        if it < warmup_iterations:
-            return (it + 1) / warmup_iterations
-        progress = (it - warmup_iterations) / max(1, total_iterations - warmup_iterations)
+class WarmupPoly:
+    """The LR factor of iteration `it`. An object rather than a closure: LambdaLR saves its attributes
+    in the scheduler state, so a shortened run (time budget) resumes with the same schedule."""
+
+    def __init__(self, total_iterations, warmup_iterations):
+        self.total = total_iterations
+        self.warmup = warmup_iterations
+
+    def __call__(self, it):
+        if it < self.warmup:
+            return (it + 1) / self.warmup
+        progress = (it - self.warmup) / max(1, self.total - self.warmup)
         return max(0.0, 1 - progress) ** 0.9
 
-    return LambdaLR(optimizer, factor)
+
+def warmup_poly(optimizer, total_iterations, warmup_iterations):
+    return LambdaLR(optimizer, WarmupPoly(total_iterations, warmup_iterations))

@@ -8,7 +8,7 @@ import argparse
 
 import torch
 
-from samunet.cli_types import int_at_least
+from samunet.cli_types import int_at_least, positive_float
 from samunet.errors import SamunetError, cli_entry
 from samunet.file_io import read_json
 from samunet.models.strategies import STRATEGIES
@@ -41,6 +41,9 @@ def build_parser():
     p.add_argument("--no-augmentation", action="store_true", help="train on slices as preprocessed")
     p.add_argument("--val-slices", type=int_at_least(1), default=100, help="slices in the per-epoch validation")
     p.add_argument("--seed", type=int, default=12345)
+    p.add_argument("--time-budget", type=positive_float, default=None, metavar="MINUTES",
+                   help="stop at the last whole epoch that fits this wall time (model building and the "
+                        "embedding cache count; the final 3D validation does not); the LR decay is fitted to it")
     p.add_argument("--ce-weight", type=float, default=0.2)
     p.add_argument("--dice-weight", type=float, default=0.8)
     p.add_argument("--lora-rank", type=int_at_least(1), default=4)
@@ -66,6 +69,7 @@ def train(args, show_progress=True):
         ce_weight=args.ce_weight, dice_weight=args.dice_weight, num_train_cases=args.num_train_cases,
         amp=args.amp or default_amp(device), num_workers=args.np, use_cache=not args.no_cache,
         augment=not args.no_augmentation, val_slices=args.val_slices, seed=args.seed, lora_rank=args.lora_rank,
+        time_budget_minutes=args.time_budget,
     )
     configuration = results_root() / preprocessed.name / f"{args.strategy}__{backbone}"
     output = configuration / f"fold_{args.fold}"

@@ -57,6 +57,7 @@ class TrainConfig:
     augment: bool = True
     val_slices: int = 100
     seed: int = 12345
+    time_budget_minutes: float = None  # stop (and end the LR decay) at whole epochs within this wall time
     lora_rank: int = 4
     lora_alpha: float = 4.0
     lora_dropout: float = 0.0
@@ -93,6 +94,7 @@ class SamTrainer:
 
     def __init__(self, config, preprocessed_folder, output_folder, device, dist_info, base_checkpoint=None,
                  show_progress=True):
+        self.started = time.perf_counter()  # the time budget counts from here: building, caching, epochs
         self.cfg, self.device, self.dist = config, device, dist_info
         self.preprocessed = Path(preprocessed_folder)
         self.output = Path(output_folder)
@@ -219,19 +221,44 @@ class SamTrainer:
     def run(self):
         if not self.prepared:
             self.prepare()
-        for epoch in range(self.start_epoch, self.cfg.epochs):
+        first = self.start_epoch
+        for epoch in range(first, self.cfg.epochs):
             start = time.perf_counter()
             losses = self.train_epoch(epoch)
             if self.dist.is_main:
                 dice = self.evaluate(self.val_specs)
                 self._record(epoch, losses, dice, time.perf_counter() - start)
             barrier(self.dist)
+            if self.cfg.time_budget_minutes is not None and self._last_epoch_in_budget(epoch, first) <= epoch:
+                if self.dist.is_main:
+                    self.write_log(f"time budget of {self.cfg.time_budget_minutes:g} min: stopping after epoch {epoch}")
+                break
         if self.dist.is_main:
             self.save("checkpoint_final.pth")
             (self.output / "checkpoint_latest.pth").unlink(missing_ok=True)
             (self.output / "checkpoint_latest.json").unlink(missing_ok=True)
             self.write_validation_summary()
         barrier(self.dist)
+
+    def _last_epoch_in_budget(self, epoch, first):
+        """The last epoch that still fits the time budget (counted from this run's start), judged from
+        the epochs run so far. After the first epoch the LR schedule is shortened to end there, so the
+        decay completes within the budget. Rank 0 decides for all ranks."""
+        last = torch.tensor([self.cfg.epochs - 1])
+        if self.dist.is_main:
+            per_epoch = float(np.mean(self.log["epoch_seconds"][first:]))
+            remaining = self.cfg.time_budget_minutes * 60 - (time.perf_counter() - self.started)
+            last[0] = min(self.cfg.epochs - 1, epoch + int(remaining // per_epoch))
+        if self.dist.enabled:
+            torch.distributed.broadcast(last, src=0)
+        last = int(last.item())
+        if epoch == first and last > epoch:
+            schedule = self.scheduler.lr_lambdas[0]
+            schedule.total = (last + 1) * self.cfg.iters_per_epoch
+            schedule.warmup = max(1, int(schedule.total * self.cfg.warmup_fraction))
+            if self.dist.is_main:
+                self.write_log(f"time budget: {last + 1} epochs fit; the LR decays to 0 by then")
+        return last
 
     def _record(self, epoch, losses, dice, seconds):
         mean_dice = float(np.nanmean(list(dice.values()))) if dice else float("nan")
