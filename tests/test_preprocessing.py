@@ -126,6 +126,12 @@ def test_rerun_is_idempotent_and_redoes_changed_cases(make_dataset, env):
     assert after["synthetic_001.json"] != mtimes["synthetic_001.json"]
     assert after["synthetic_000.json"] == mtimes["synthetic_000.json"]
 
+    # a case whose reference copy is missing (data preprocessed before references were copied) is redone
+    (folder / "gt_segmentations" / "synthetic_002.nii.gz").unlink()
+    preprocess_dataset(990)
+    assert (folder / "gt_segmentations" / "synthetic_002.nii.gz").is_file()
+    mtimes = {p.name: p.stat().st_mtime_ns for p in data_dir.iterdir()}
+
     # a plan change that affects preprocessing redoes every case
     plan["in_plane_spacing_transposed"] = [s * 2 for s in plan["in_plane_spacing_transposed"]]
     write_json(plan, folder / "samunet_plans.json")

@@ -78,7 +78,8 @@ def preprocess_dataset(dataset_id, num_processes=1, clean=False):
     jobs = []
     for case in raw.cases.values():
         stamp = case_stamp(case, plan)
-        if not is_case_current(out, case.case_id, stamp):
+        has_reference = (dataset_folder / GT_FOLDER / case.label.name).is_file()
+        if not (is_case_current(out, case.case_id, stamp) and has_reference):
             jobs.append((case, plan, out, stamp))
     done = map_with_progress(_preprocess_one, jobs, num_processes, desc="preprocessing")
     tqdm.write(f"{raw.name}: preprocessed {len(done)} case(s), {len(raw.cases) - len(done)} already up to date -> {out}")

@@ -134,7 +134,10 @@ class SamTrainer:
         self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad],
                                            lr=config.learning_rate(), weight_decay=config.weight_decay)
         total = config.epochs * config.iters_per_epoch
-        self.scheduler = warmup_poly(self.optimizer, total, max(1, int(total * config.warmup_fraction)))
+        warmup = max(1, int(total * config.warmup_fraction))
+        if config.time_budget_minutes is not None:  # total unknown until the first epoch is timed
+            warmup = min(warmup, config.iters_per_epoch)
+        self.scheduler = warmup_poly(self.optimizer, total, warmup)
         self.network = self._wrap(self._trained_module())
         self.val_specs = validation_slices(self.data_folder, self.val_cases, config.val_slices)
         self.start_epoch = 0
@@ -255,7 +258,7 @@ class SamTrainer:
         if epoch == first and last > epoch:
             schedule = self.scheduler.lr_lambdas[0]
             schedule.total = (last + 1) * self.cfg.iters_per_epoch
-            schedule.warmup = max(1, int(schedule.total * self.cfg.warmup_fraction))
+            schedule.warmup = min(schedule.warmup, max(1, int(schedule.total * self.cfg.warmup_fraction)))
             if self.dist.is_main:
                 self.write_log(f"time budget: {last + 1} epochs fit; the LR decays to 0 by then")
         return last
