@@ -11,7 +11,8 @@ wall-clock budget from the construction of its trainer (model building, data loa
 fill from a cold cache, epochs and per-epoch validation all count); both tools stop at the last whole epoch
 that fits and fit their LR decay to it. Test cases are then predicted from their raw files (samunet without
 TTA, nnU-Net with its default mirroring) and evaluated by the same code (samunet's, Dice and HD95 in mm).
-Writes WORK/hippocampus_results.json and docs/hippocampus_benchmark.png; prints the markdown table.
+Writes WORK/hippocampus_<budget>min.json and docs/hippocampus_benchmark_<budget>min.png; prints the
+markdown table.
 """
 import argparse
 import json
@@ -210,7 +211,7 @@ def table(results, counts):
     return "\n".join(lines)
 
 
-def plot(results, counts, path):
+def plot(results, counts, path, budget):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -227,7 +228,7 @@ def plot(results, counts, path):
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend()
-    ax.set_title("Hippocampus, equal CPU training budget per run")
+    ax.set_title(f"Hippocampus, {budget:g} min of 2-core CPU training per run")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -253,7 +254,7 @@ def main():
     images, labels = set_up(work, env)
     pool_size = len(split(work)[2])
     counts = [pool_size if c == "all" else int(c) for c in args.counts]
-    results_file = work / "hippocampus_results.json"
+    results_file = work / f"hippocampus_{args.budget_minutes:g}min.json"
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
     for n in counts:
         for method in args.methods:
@@ -267,7 +268,7 @@ def main():
             results_file.write_text(json.dumps(results, indent=1))
             log(f"  -> test Dice {r['test']['mean']['Dice']:.3f}, HD95 {r['test']['mean']['HD95']:.2f} mm, "
                 f"{r['epochs']} epochs")
-    plot(results, counts, REPO / "docs" / "hippocampus_benchmark.png")
+    plot(results, counts, REPO / "docs" / f"hippocampus_benchmark_{args.budget_minutes:g}min.png", args.budget_minutes)
     print(table(results, counts))
     return results
 
