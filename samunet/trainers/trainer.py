@@ -329,8 +329,9 @@ class SamTrainer:
         gt_folder = self.preprocessed / GT_FOLDER
         if not gt_folder.is_dir():
             raise SamunetError(f"{gt_folder}: missing; run samunet_preprocess again to create it")
-        predictor = SlicePredictor([copy.deepcopy(self.model)], self.plan, self.dataset_json, self.device, self.cfg.amp,
-                                   self.batch_size, use_tta=False)
+        # A copy: the predictor turns its models into inference models (models/inference_precision.py).
+        predictor = SlicePredictor([copy.deepcopy(self.model)], self.plan, self.dataset_json, self.device,
+                                   self.cfg.amp, self.batch_size, use_tta=False)
         out = self.output / "validation"
         for case_id in tqdm(self.val_cases, desc="validation (3D)", disable=not self.show_progress, leave=False):
             data, _, properties = load_case(self.data_folder, case_id)
