@@ -13,11 +13,17 @@ from samunet.paths import find_dataset, results_root
 BEST_CONFIGURATION_FILE = "best_configuration.json"
 
 
+def trained_folds(configuration_folder, checkpoint_name):
+    """Fold names ('0', 'all', ...) of one <strategy>__<backbone> folder that hold the checkpoint."""
+    return sorted(f.name[len("fold_"):] for f in Path(configuration_folder).glob("fold_*")
+                  if (f / checkpoint_name).is_file())
+
+
 def trained_configurations(dataset_folder, checkpoint_name):
     """{'strategy__backbone': [folds]} with at least one fold holding the checkpoint."""
     found = {}
     for conf in sorted(p for p in Path(dataset_folder).iterdir() if p.is_dir() and "__" in p.name):
-        folds = sorted(f.name[len("fold_"):] for f in conf.glob("fold_*") if (f / checkpoint_name).is_file())
+        folds = trained_folds(conf, checkpoint_name)
         if folds:
             found[conf.name] = folds
     return found

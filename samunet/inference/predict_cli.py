@@ -17,7 +17,7 @@ from samunet.errors import SamunetError, cli_entry
 from samunet.file_io import write_json
 from samunet.imageio import read_image
 from samunet.inference.input_files import find_input_cases
-from samunet.inference.model_selection import resolve_model
+from samunet.inference.model_selection import resolve_model, trained_folds
 from samunet.inference.predictor import SlicePredictor
 from samunet.inference.write_prediction import restore_and_write
 from samunet.preprocessing.preprocess_case import preprocess_case
@@ -138,7 +138,7 @@ def main_from_modelfolder(argv=None):
     if not (folder / "samunet_plans.json").is_file():
         raise SamunetError(f"{folder}: not a samunet model folder (no samunet_plans.json)")
     chk = checkpoint_file(args)
-    folds = args.f or sorted(f.name[len("fold_"):] for f in folder.glob("fold_*") if (f / chk).is_file())
+    folds = args.f or trained_folds(folder, chk)
     if not folds:
         raise SamunetError(f"{folder}: no fold holds {chk}")
     run(args, [folder], folds, f"{folder}, folds {' '.join(folds)}")
