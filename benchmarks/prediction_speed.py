@@ -42,7 +42,9 @@ def samunet_checkpoint(work):
     pre = work / "sam_pre" / "Dataset501_Hippocampus"
     plan = read_json(pre / "samunet_plans.json")
     names = [n for n, v in sorted(plan["labels"].items(), key=lambda kv: kv[1]) if v]
-    model = build_model("litemedsam", "lora_both", len(names), class_names=names)
+    size = plan["backbones"]["litemedsam"]["input_size"]
+    print(f"samunet: LiteMedSAM at input size {size} (the plan's)")
+    model = build_model("litemedsam", "lora_both", len(names), input_size=size, class_names=names)
     conf = work / "sam_res" / "Dataset501_Hippocampus" / "lora_both__litemedsam"
     copy_run_description(pre, conf)
     save_checkpoint(conf / "fold_0" / "checkpoint_final.pth", model)

@@ -5,6 +5,8 @@
    backward, optimizer step on a ready-made tensor batch of the same size), on `tiny` and LiteMedSAM.
 2. Embedding cache: `decoder` on LiteMedSAM, epoch time with the cache against without it; the one-time
    cache fill is reported separately.
+3. The same bound for SAM ViT-B at 1024 (random weights: only speed is measured): encoder forward per
+   slice against a cached `decoder` step per slice, (encoder + step) / step.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/training_speed.py [--iters 4] [--work DIR]
 
@@ -101,6 +103,32 @@ def epoch_seconds_per_iteration(trainer, iters):
     return statistics.median(times[1:])
 
 
+def vit_b_cache_bound(batch=2):
+    """Seconds per slice of ViT-B's encoder forward (bf16 autocast, as uncached training runs it) and of
+    a cached `decoder` step (decode, CE + Dice at 1024, backward, AdamW), best of 2 after a warm-up."""
+    from samunet.models.build import build_model
+    from samunet.trainers.loss import ce_dice_loss
+
+    model = build_model("vit_b", "decoder", 2, weights=False).train()
+    images = torch.rand(batch, 3, 1024, 1024) * 255
+    targets = torch.randint(0, 3, (batch, 1024, 1024))
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+        start = time.perf_counter()
+        embeddings = model.encode(images).float()
+        encoder = (time.perf_counter() - start) / batch
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    steps = []
+    for _ in range(3):
+        start = time.perf_counter()
+        with torch.autocast("cpu", torch.bfloat16):
+            logits = model.decode(embeddings)
+        ce_dice_loss(logits, targets).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        steps.append((time.perf_counter() - start) / batch)
+    return encoder, min(steps[1:])
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--iters", type=int, default=4, help="timed iterations per LiteMedSAM measurement")
@@ -134,6 +162,9 @@ def main():
     print(f"decoder litemedsam batch 8: with cache {with_cache:.3f} s/iter, without {without_cache:.3f} s/iter, "
           f"speed-up {without_cache / with_cache:.1f}x; one-time fill {fill:.1f} s for {slices} slices "
           f"({fill / slices:.2f} s/slice)")
+    encoder, step = vit_b_cache_bound()
+    print(f"vit_b 1024 (random weights): encoder forward {encoder:.2f} s/slice, cached decoder step {step:.3f} "
+          f"s/slice: the cache can make an iteration at most {(encoder + step) / step:.0f}x cheaper")
 
 
 if __name__ == "__main__":

@@ -96,12 +96,24 @@ def test_default_backbone_is_vit_b_only_with_its_checkpoint(make_dataset, env, t
     assert "default backbone: litemedsam" in capsys.readouterr().out
 
 
+def test_input_size_follows_the_median_slice():
+    from samunet.planners.backbone_specs import input_size_for
+
+    lite, vit = BACKBONES["litemedsam"], BACKBONES["vit_b"]
+    assert input_size_for(lite, [50, 35]) == 128  # MSD hippocampus: 2.6 mask pixels per voxel at 128
+    assert input_size_for(lite, [64, 20]) == 128 and input_size_for(lite, [65, 20]) == 256
+    assert input_size_for(lite, [512, 512]) == 256  # larger slices are resized down to the largest size
+    assert input_size_for(vit, [50, 35]) == 1024  # one size only
+
+
 def test_batch_sizes_follow_the_memory_budget(make_dataset, env):
     raw_folder = make_dataset()
     fp = fingerprint_of(env, raw_folder)
     small, large = plan_experiment(fp, 8.0), plan_experiment(fp, 80.0)
     assert set(small["backbones"]) == {"vit_b", "vit_l", "vit_h", "mobile_sam", "litemedsam", "tiny"}
-    assert small["backbones"]["vit_b"]["input_size"] == 1024 and small["backbones"]["litemedsam"]["input_size"] == 256
+    assert small["backbones"]["vit_b"]["input_size"] == 1024
+    longest = max(small["median_in_plane_shape_transposed"])
+    assert small["backbones"]["litemedsam"]["input_size"] == (128 if 2 * longest <= 128 else 256)
     for name, entry in large["backbones"].items():
         assert entry["batch_size"] >= small["backbones"][name]["batch_size"] >= 1
         if entry["batch_size"] > 1:

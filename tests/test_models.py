@@ -81,6 +81,27 @@ def test_decoding_pairs_each_image_with_its_own_prompt():
     torch.testing.assert_close(prompted[1:2], model(images[1:2], boxes=boxes[1:2]), rtol=1e-4, atol=1e-5)
 
 
+def test_decoding_computes_what_segment_anything_computes():
+    """Our channels-last decoding is a layout change only: for one image and its prompt it must give
+    segment_anything's own `predict_masks` output, in values and gradients."""
+    from samunet.models.decoding import decode_masks, encode_prompts
+
+    parts = build_backbone("tiny", input_size=SIZE)
+    decoder, prompts = parts.mask_decoder, parts.prompt_encoder
+    emb = torch.randn(1, decoder.transformer_dim, *prompts.image_embedding_size, requires_grad=True)
+    sparse, dense = encode_prompts(prompts, 1, boxes=torch.tensor([[4.0, 6.0, 40.0, 50.0]]))
+    ours, ours_iou = decode_masks(decoder, emb, prompts.get_dense_pe(), sparse, dense)
+    theirs, theirs_iou = decoder.predict_masks(emb, prompts.get_dense_pe(), sparse, dense)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours_iou, theirs_iou, rtol=1e-5, atol=1e-5)
+    weight = torch.randn_like(ours)
+    ours_grad = torch.autograd.grad((ours * weight).sum(), [emb, *decoder.parameters()], allow_unused=True)
+    theirs_grad = torch.autograd.grad((theirs * weight).sum(), [emb, *decoder.parameters()], allow_unused=True)
+    for a, b in zip(ours_grad, theirs_grad):
+        if b is not None:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["lora_both", "adapter_encoder", "autosam", "cnn_head"])
 def test_checkpoint_round_trip(tmp_path, name):
     model = train_steps(tiny(name, class_names=["core", "rim"]))
@@ -153,8 +174,10 @@ def test_missing_user_checkpoint_is_explained(monkeypatch, tmp_path):
     monkeypatch.setenv("SAMUNET_CHECKPOINTS", str(tmp_path))
     with pytest.raises(SamunetError, match="sam_vit_b_01ec64.pth"):
         build_backbone("vit_b")
-    with pytest.raises(SamunetError, match="runs only at input size 256"):
-        build_backbone("litemedsam", input_size=512)
+    with pytest.raises(SamunetError, match="runs only at input size 1024"):
+        build_backbone("mobile_sam", input_size=512)
+    with pytest.raises(SamunetError, match="input size 100: use a multiple of 32"):
+        build_backbone("litemedsam", input_size=100)
 
 
 def test_lora_both_on_vit_b_is_small():
@@ -211,8 +234,22 @@ def test_strategies_command_lists_every_strategy(capsys):
 
 def test_mobile_sam_checkpoint_loads_strictly_and_rejects_vit_files(tmp_path):
     parts = build_backbone("mobile_sam", weights=False)
+    # MobileSAM's layout (ChaoningZhang/MobileSAM tiny_vit_sam.py): a stride-4 patch embedding of two 3x3
+    # convolutions, stages at 256/128/64/64 for a 1024 input, SAM's 64 x 64 grid out, and an ImageNet
+    # classifier in the file that SAM never uses.
+    encoder = parts.image_encoder
+    assert encoder.patch_embed.seq[0].c.weight.shape == (32, 3, 3, 3)
+    assert encoder.patch_embed.seq[2].c.weight.shape == (64, 32, 3, 3)
+    assert [layer.input_resolution for layer in encoder.layers] == [(256, 256), (128, 128), (64, 64), (64, 64)]
+    assert parts.prompt_encoder.image_embedding_size == (64, 64)
+    with torch.no_grad():
+        assert encoder.eval()(torch.rand(1, 3, 1024, 1024)).shape == (1, 256, 64, 64)
     path = tmp_path / "mobile_sam.pt"
     _sam_checkpoint(parts, path)
+    state = torch.load(path, weights_only=True)
+    state.update({"image_encoder.norm_head.weight": torch.ones(320), "image_encoder.norm_head.bias": torch.zeros(320),
+                  "image_encoder.head.weight": torch.zeros(1000, 320), "image_encoder.head.bias": torch.zeros(1000)})
+    torch.save(state, path)
     loaded = build_backbone("mobile_sam", checkpoint=path)
     for (name, a), b in zip(parts.image_encoder.state_dict().items(), loaded.image_encoder.state_dict().values()):
         assert torch.equal(a, b), name
@@ -263,3 +300,26 @@ def test_inference_precision_keeps_the_model_outputs():
         expected, got = original(images).float(), fast(images).float()
     assert ((got - expected).norm() / expected.norm()).item() < 0.05
     assert for_inference(original, None).encoder is original.encoder  # amp off: untouched
+
+
+def test_tiny_vit_at_other_input_sizes():
+    """At 256 our TinyViT is the vendored LiteMedSAM encoder (same weights, same outputs); at 128 the
+    same weights give a 32 x 32 embedding grid and the whole model 128 x 128 logits."""
+    from samunet.models.tiny_vit import import_medsam_lite, tiny_vit
+
+    _, VendorTinyViT = import_medsam_lite()
+    torch.manual_seed(0)
+    ours = tiny_vit("litemedsam", 256).eval()
+    vendor = VendorTinyViT(img_size=256, in_chans=3, embed_dims=[64, 128, 160, 320], depths=[2, 2, 6, 2],
+                           num_heads=[2, 4, 5, 10], window_sizes=[7, 7, 14, 7], mbconv_expand_ratio=4.0,
+                           local_conv_size=3, drop_path_rate=0.0).eval()
+    vendor.load_state_dict(ours.state_dict(), strict=True)
+    image = torch.rand(1, 3, 256, 256)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(image), vendor(image))
+    small = tiny_vit("litemedsam", 128).eval()
+    small.load_state_dict(ours.state_dict(), strict=True)  # no weight depends on the input size
+    model = build_model("litemedsam", "decoder", K, input_size=128, weights=False).eval()
+    with torch.no_grad():
+        assert small(torch.rand(1, 3, 128, 128)).shape == (1, 256, 32, 32)
+        assert model(torch.rand(2, 3, 128, 128)).shape == (2, K + 1, 128, 128)

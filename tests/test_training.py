@@ -183,6 +183,21 @@ def test_val_only_and_bad_arguments(dataset, env, capsys):
     assert "--num-train-cases must be" in capsys.readouterr().err
 
 
+def test_worker_processes_give_the_same_batches_as_the_main_process(dataset, env):
+    """With -np > 0 on CPU the workers also resize (MappedCollate): the batches must not change."""
+    batches_by_workers = []
+    for workers in (0, 2):
+        config = TrainConfig(strategy="lora_both", backbone="tiny", fold="0", epochs=1, iters_per_epoch=2,
+                             batch_size=4, num_workers=workers)
+        trainer = SamTrainer(config, dataset, env.results / f"w{workers}", torch.device("cpu"), DistInfo(),
+                             show_progress=False)
+        batches_by_workers.append(list(trainer._epoch_inputs(trainer.sampler.epoch_batches(0, 2, 4))))
+    for (images, labels), (images_w, labels_w) in zip(*batches_by_workers):
+        assert images.shape == (4, 3, 64, 64) and labels.dtype == torch.long
+        torch.testing.assert_close(images_w, images)
+        assert torch.equal(labels_w, labels)
+
+
 def test_augmentation_is_reproducible_per_slice():
     from samunet.trainers.augmentation import augment_slice
 

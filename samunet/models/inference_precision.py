@@ -10,6 +10,8 @@ against fp32 as autocast (1.1-1.3% vs 1.4% relative). The head keeps running und
 import torch
 from torch import nn
 
+CHUNK_PIXELS = 4 * 128 * 128  # slices per encoder call on CPU: this many pixels at most (at least one slice)
+
 
 def fold_batch_norms(module):
     """Replace every TinyViT `Conv2d_BN` (a conv followed by an eval-mode batch norm) by the one
@@ -32,10 +34,12 @@ class LowPrecisionEncoder(nn.Module):
         images = images.to(self.dtype).contiguous(memory_format=torch.channels_last)
         if images.device.type != "cpu":
             return self.encoder(images)
-        # On CPU one slice at a time is fastest: TinyViT's first stage holds 256 channels at full input
-        # resolution, and a batch of such activations no longer fits the caches (0.52 s per slice at
-        # batch 1 against 0.80 at batch 8 on the reference CPU).
-        return torch.cat([self.encoder(image[None]) for image in images])
+        # On CPU small chunks are fastest: TinyViT's first stage holds 256 channels at full input
+        # resolution, and a batch of such activations no longer fits the caches. Measured on the
+        # reference CPU: at 256 x 256, 0.53 s per slice one at a time against 0.73 at batch 8; at
+        # 128 x 128, 0.14 s in chunks of 4 against 0.17 one at a time and 0.20 at batch 8.
+        chunk = max(1, CHUNK_PIXELS // (images.shape[-2] * images.shape[-1]))
+        return torch.cat([self.encoder(images[i : i + chunk]) for i in range(0, len(images), chunk)])
 
 
 def for_inference(model, dtype):

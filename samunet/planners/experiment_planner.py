@@ -1,5 +1,6 @@
 """The plan (samunet_plans.json): normalisation, slicing axis, target in-plane spacing, intensity mapping
-into each backbone's input, per-backbone input and batch size, and the default backbone.
+into each backbone's input, per-backbone input size (from the median slice, backbone_specs.input_size_for)
+and batch size, and the default backbone.
 
 All spatial lists are in numpy axis order (z, y, x) of the original arrays unless the key says `transposed`.
 """
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from samunet import __version__
-from samunet.planners.backbone_specs import BACKBONES, batch_size_for
+from samunet.planners.backbone_specs import BACKBONES, batch_size_for, input_size_for
 
 PLANS_FILE = "samunet_plans.json"
 DATA_IDENTIFIER = "samunet_2d"
@@ -93,9 +94,10 @@ def plan_experiment(fingerprint, gpu_memory_gb, checkpoints_dir=None):
         normalization.append({"channel": int(c), "channel_name": name, **scheme})
         windows.append([float(window[0]), float(window[1])])
 
+    median_in_plane_shape = [int(v) for v in np.median(resampled_shapes, axis=0)]
     backbones = {}
     for name, spec in BACKBONES.items():
-        size = spec.native_input_size
+        size = input_size_for(spec, median_in_plane_shape)
         batch = batch_size_for(spec, size, gpu_memory_gb)
         backbones[name] = {
             "input_size": size,
@@ -121,7 +123,7 @@ def plan_experiment(fingerprint, gpu_memory_gb, checkpoints_dir=None):
         "transpose_forward": forward,
         "transpose_backward": backward,
         "in_plane_spacing_transposed": in_plane_spacing,
-        "median_in_plane_shape_transposed": [int(v) for v in np.median(resampled_shapes, axis=0)],
+        "median_in_plane_shape_transposed": median_in_plane_shape,
         "normalization": normalization,
         "intensity_mapping": {
             "description": "per channel: u = clip((x - lo) / (hi - lo), 0, 1) on normalised x, then "

@@ -36,10 +36,13 @@ class InputMapper:
         """list of (C, h, w) numpy arrays -> (B, 3, S, S) float tensor in the backbone's input range."""
         out = []
         for s in slices:
+            # Window and range scaling are affine, so they commute with the bilinear resize (as does the
+            # channel mean): done on the small slice and before the channels are repeated, it is cheaper.
             x = torch.as_tensor(s, device=self.device, dtype=torch.float32)
-            x = self._to_rgb(((x - self.lo) / self.width).clamp(0, 1))
-            out.append(F.interpolate(x[None], size=(self.size, self.size), mode="bilinear", align_corners=False)[0])
-        return torch.stack(out) * self.range_width + self.range_lo
+            x = ((x - self.lo) / self.width).clamp(0, 1) * self.range_width + self.range_lo
+            x = F.interpolate(x[None], size=(self.size, self.size), mode="bilinear", align_corners=False)[0]
+            out.append(self._to_rgb(x))
+        return torch.stack(out)
 
     def labels(self, labels):
         """list of (h, w) integer arrays -> (B, S, S) long tensor."""

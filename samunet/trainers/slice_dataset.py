@@ -36,3 +36,15 @@ class SliceDataset(Dataset):
 def collate_slices(items):
     """Keep variable-sized slices as lists (they are resized to one size on the device)."""
     return [i for i, _ in items], [l for _, l in items]
+
+
+class MappedCollate:
+    """Collate that also maps the batch to input tensors (trainers/input_mapping.py): used by CPU
+    training with worker processes, so that the resize runs there, beside the training step."""
+
+    def __init__(self, mapper):
+        self.mapper = mapper
+
+    def __call__(self, items):
+        images, labels = collate_slices(items)
+        return self.mapper.images(images), self.mapper.labels(labels)

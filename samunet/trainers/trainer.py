@@ -30,7 +30,7 @@ from samunet.trainers.input_mapping import InputMapper
 from samunet.trainers.loss import ce_dice_loss
 from samunet.trainers.lr_schedule import warmup_poly
 from samunet.trainers.progress import plot_progress
-from samunet.trainers.slice_dataset import SliceDataset, collate_slices
+from samunet.trainers.slice_dataset import MappedCollate, SliceDataset, collate_slices
 from samunet.trainers.slice_sampler import SliceSampler, validation_slices
 
 EMA_MOMENTUM = 0.9  # nnU-Net's moving average of the pseudo Dice
@@ -131,8 +131,9 @@ class SamTrainer:
         self.autocast = autocast_factory(device, config.amp)
         self.scaler = grad_scaler(device, config.amp)
         self.sampler = SliceSampler(self.data_folder, self.train_cases, seed=config.seed)
-        self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad],
-                                           lr=config.learning_rate(), weight_decay=config.weight_decay)
+        self.trained_parameters = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.trained_parameters, lr=config.learning_rate(),
+                                           weight_decay=config.weight_decay)
         total = config.epochs * config.iters_per_epoch
         warmup = max(1, int(total * config.warmup_fraction))
         if config.time_budget_minutes is not None:  # total unknown until the first epoch is timed
@@ -152,10 +153,11 @@ class SamTrainer:
     def _epoch_inputs(self, batches):
         """Yield (inputs, targets) on the device for this rank's share of each global batch."""
         dataset = SliceDataset(self.data_folder, augment=self.cfg.augment)
-        loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate_slices,
-                            num_workers=self.cfg.num_workers)
+        in_workers = self.cfg.num_workers > 0 and self.device.type == "cpu"  # on a GPU, it resizes faster
+        loader = DataLoader(dataset, batch_sampler=batches, num_workers=self.cfg.num_workers,
+                            collate_fn=MappedCollate(self.mapper) if in_workers else collate_slices)
         for images, labels in loader:
-            yield self.mapper.images(images), self.mapper.labels(labels)
+            yield (images, labels) if in_workers else (self.mapper.images(images), self.mapper.labels(labels))
 
     def _plain_inputs(self, specs):
         """Inputs for validation: no augmentation."""
@@ -180,7 +182,7 @@ class SamTrainer:
         loss = ce_dice_loss(logits, targets, self.cfg.ce_weight, self.cfg.dice_weight)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_(self.trained_parameters, self.cfg.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
