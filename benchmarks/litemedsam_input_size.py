@@ -9,7 +9,7 @@ preprocessed resolution. Reports encoder seconds per slice, seconds per training
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/litemedsam_input_size.py --work DIR [--sizes 128 256]
 
-DIR/pre must hold Dataset501_Hippocampus preprocessed by samunet (benchmarks/hippocampus.py makes it:
+DIR/sam_pre must hold Dataset501_Hippocampus preprocessed by samunet (benchmarks/hippocampus.py makes it:
 its split is reused: test = every 25th sorted case, training = the first 5 of the pool).
 """
 import argparse
