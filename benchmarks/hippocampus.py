@@ -268,8 +268,10 @@ def main():
             results_file.write_text(json.dumps(results, indent=1))
             log(f"  -> test Dice {r['test']['mean']['Dice']:.3f}, HD95 {r['test']['mean']['HD95']:.2f} mm, "
                 f"{r['epochs']} epochs")
-    plot(results, counts, REPO / "docs" / f"hippocampus_benchmark_{args.budget_minutes:g}min.png", args.budget_minutes)
-    print(table(results, counts))
+    # Every count in the results file, not only this invocation's: partial re-runs keep the whole picture.
+    all_counts = sorted({int(n) for runs in results.values() for n in runs})
+    plot(results, all_counts, REPO / "docs" / f"hippocampus_benchmark_{args.budget_minutes:g}min.png", args.budget_minutes)
+    print(table(results, all_counts))
     return results
 
 
