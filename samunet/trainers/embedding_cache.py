@@ -4,7 +4,8 @@ Embeddings of every slice are computed once (no augmentation: see README) and st
 `{case}.npy` (S, C, h, w), memory-mapped when read. The folder name carries a hash of everything the
 embeddings depend on (backbone and its base weights, input size, the plan's preprocessing and intensity
 mapping, the encoder's precision), so the cache is shared by epochs, folds and strategies of one
-backbone + plan, and a change of either gets a fresh folder. Each case also records the stamp of the preprocessed case it was made from.
+backbone + plan, and a change of either gets a fresh folder. Each case also records the stamp of the
+preprocessed case it was made from.
 """
 import hashlib
 import json
