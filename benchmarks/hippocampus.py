@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from samunet.malloc_tuning import environment_settings
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "Task04_Hippocampus"
 SAMUNET_METHODS = ("decoder", "autosam", "lora_both")
@@ -44,7 +46,8 @@ def run(cmd, env, log_file):
 
 
 def environment(work):
-    return dict(os.environ, OMP_WAIT_POLICY="PASSIVE", SAMUNET_RAW=str(work / "raw"),
+    # samunet's allocator settings (samunet/malloc_tuning.py) for every process, nnU-Net's included
+    return dict(os.environ, **environment_settings(), OMP_WAIT_POLICY="PASSIVE", SAMUNET_RAW=str(work / "raw"),
                 SAMUNET_PREPROCESSED=str(work / "sam_pre"), nnUNet_raw=str(work / "raw"),
                 nnUNet_preprocessed=str(work / "nn_pre"), nnUNet_n_proc_DA="2")
 

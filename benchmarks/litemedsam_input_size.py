@@ -7,7 +7,7 @@ precision, as the embedding cache does), train the `decoder` strategy's head for
 the same draws for both sizes), then predict the test cases and compute per-class Dice in 3D at the
 preprocessed resolution. Reports encoder seconds per slice, seconds per training iteration and Dice.
 
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/litemedsam_input_size.py --work DIR [--sizes 128 256]
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/litemedsam_input_size.py --work DIR [--sizes 64 96 128 256] [--seed 0]
 
 DIR/sam_pre must hold Dataset501_Hippocampus preprocessed by samunet (benchmarks/hippocampus.py makes it:
 its split is reused: test = every 25th sorted case, training = the first 5 of the pool).
@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from samunet.file_io import read_json
+from samunet.malloc_tuning import tune_malloc
 from samunet.models.build import build_model
 from samunet.models.inference_precision import for_inference
 from samunet.preprocessing.storage import load_case
@@ -41,7 +42,7 @@ def embed_cases(encoder, mapper, data_folder, cases):
     return out
 
 
-def run(size, pre, train_cases, test_cases, iters):
+def run(size, pre, train_cases, test_cases, iters, seed):
     plan = read_json(pre / "samunet_plans.json")
     data_folder = pre / plan["data_identifier"]
     model = build_model("litemedsam", "decoder", 2, input_size=size)
@@ -57,7 +58,7 @@ def run(size, pre, train_cases, test_cases, iters):
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=5e-4, weight_decay=0.01)
     scheduler = warmup_poly(optimizer, iters, 10)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     model.train()
     start = time.perf_counter()
     for _ in range(iters):
@@ -90,10 +91,12 @@ def run(size, pre, train_cases, test_cases, iters):
 
 
 def main():
+    tune_malloc()  # as every samunet command does (samunet/malloc_tuning.py)
     parser = argparse.ArgumentParser()
     parser.add_argument("--work", required=True, help="the folder benchmarks/hippocampus.py worked in")
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
     parser.add_argument("--iters", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0, help="slice draws and head initialisation")
     args = parser.parse_args()
     pre = Path(args.work) / "sam_pre" / "Dataset501_Hippocampus"
     if not pre.is_dir():
@@ -102,11 +105,13 @@ def main():
     ids = sorted(p.stem for p in (pre / read_json(pre / "samunet_plans.json")["data_identifier"]).glob("*.json"))
     test_cases = ids[::25]
     pool = [i for i in ids if i not in test_cases and i != ids[1]]
-    torch.manual_seed(0)
-    results = [run(size, pre, pool[:5], test_cases, args.iters) for size in args.sizes]
+    results = []
+    for size in args.sizes:
+        torch.manual_seed(args.seed)
+        results.append(run(size, pre, pool[:5], test_cases, args.iters, args.seed))
     for r in results:
         print(json.dumps(r))
-    (Path(args.work) / "litemedsam_input_size.json").write_text(json.dumps(results, indent=2))
+    (Path(args.work) / f"litemedsam_input_size_seed{args.seed}.json").write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from samunet.malloc_tuning import tune_malloc
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "Task04_Hippocampus"
 CASES = ["hippocampus_001", "hippocampus_003", "hippocampus_004"]
 
@@ -130,6 +132,7 @@ def vit_b_cache_bound(batch=2):
 
 
 def main():
+    tune_malloc()  # as every samunet command does (samunet/malloc_tuning.py)
     parser = argparse.ArgumentParser()
     parser.add_argument("--iters", type=int, default=4, help="timed iterations per LiteMedSAM measurement")
     parser.add_argument("--work", default=None)

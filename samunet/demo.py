@@ -14,6 +14,7 @@ from pathlib import Path
 
 from samunet.cli_types import int_at_least
 from samunet.dataset_conversion.synthetic import generate_synthetic_dataset
+from samunet.device import resolve_device
 from samunet.errors import SamunetError, cli_entry
 from samunet.evaluation.evaluate_cli import evaluate_folders
 from samunet.evaluation.overlays import write_overlay
@@ -28,7 +29,7 @@ from samunet.preprocessing.preprocess_dataset import preprocess_dataset
 from samunet.raw_dataset import load_raw_dataset
 from samunet.trainers.amp import default_amp
 from samunet.trainers.run_training import build_parser as build_train_parser
-from samunet.trainers.run_training import resolve_device, train
+from samunet.trainers.run_training import train
 
 MARKER = "samunet_demo.json"
 SYNTHETIC_ID = 990

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from samunet.cli_types import int_at_least
 from samunet.dataset_integrity import geometry_problems
+from samunet.device import resolve_device
 from samunet.errors import SamunetError, cli_entry
 from samunet.file_io import write_json
 from samunet.imageio import read_image
@@ -22,7 +23,6 @@ from samunet.inference.predictor import SlicePredictor
 from samunet.inference.write_prediction import restore_and_write
 from samunet.preprocessing.preprocess_case import preprocess_case
 from samunet.trainers.amp import default_amp
-from samunet.trainers.run_training import resolve_device
 
 
 def _read_and_preprocess(job):

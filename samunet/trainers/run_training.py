@@ -6,9 +6,8 @@ Multi-GPU (or multi-process CPU): `torchrun --nproc_per_node N -m samunet.traine
 """
 import argparse
 
-import torch
-
 from samunet.cli_types import int_at_least, positive_float
+from samunet.device import resolve_device
 from samunet.errors import SamunetError, cli_entry
 from samunet.file_io import read_json
 from samunet.models.strategies import STRATEGIES
@@ -48,12 +47,6 @@ def build_parser():
     p.add_argument("--dice-weight", type=float, default=0.8)
     p.add_argument("--lora-rank", type=int_at_least(1), default=4)
     return p
-
-
-def resolve_device(name):
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SamunetError("--device cuda: no CUDA device is available")
-    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def train(args, show_progress=True):
