@@ -302,6 +302,37 @@ def test_inference_precision_keeps_the_model_outputs():
     assert for_inference(original, None).encoder is original.encoder  # amp off: untouched
 
 
+def test_channels_last_gelu_computes_gelu_and_keeps_the_layout():
+    from samunet.models.inference_precision import ChannelsLastGELU, channels_last_gelus
+
+    x = torch.randn(2, 8, 5, 7).contiguous(memory_format=torch.channels_last)
+    for approximate in ("none", "tanh"):
+        y = ChannelsLastGELU(approximate=approximate)(x)
+        torch.testing.assert_close(y, torch.nn.functional.gelu(x.contiguous(), approximate=approximate))
+        assert y.is_contiguous(memory_format=torch.channels_last)
+    tokens = torch.randn(2, 6, 8)  # token tensors take the plain path
+    torch.testing.assert_close(ChannelsLastGELU()(tokens), torch.nn.functional.gelu(tokens))
+    module = channels_last_gelus(torch.nn.Sequential(torch.nn.Conv2d(8, 8, 1), torch.nn.GELU("tanh")))
+    assert isinstance(module[1], ChannelsLastGELU) and module[1].approximate == "tanh"
+
+
+def test_inference_merges_lora_into_plain_linear_layers():
+    import copy
+
+    from samunet.models.inference_precision import for_inference
+    from samunet.models.lora import LoRALinear
+
+    model = tiny("lora_both")
+    train_steps(model)  # non-zero LoRA updates (B starts at zero)
+    assert any(m.lora_b.abs().sum() > 0 for m in model.modules() if isinstance(m, LoRALinear))
+    original = copy.deepcopy(model).eval()
+    merged = for_inference(model, None)
+    assert not any(isinstance(m, LoRALinear) for m in merged.modules())
+    images = torch.rand(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        torch.testing.assert_close(merged(images), original(images), atol=1e-4, rtol=1e-4)
+
+
 def test_tiny_vit_at_other_input_sizes():
     """At 256 our TinyViT is the vendored LiteMedSAM encoder (same weights, same outputs); at 128 the
     same weights give a 32 x 32 embedding grid and the whole model 128 x 128 logits."""
