@@ -15,6 +15,7 @@ Uses 3 hippocampus cases from ../shared/data (exits 0 with a message when absent
 import argparse
 import json
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -152,6 +153,7 @@ def main():
             print(f"lora_both {backbone} batch {batch} workers {workers}: step {step:.3f} s, bare {bare:.3f} s, "
                   f"ratio {step / bare:.2f}x", flush=True)
 
+    shutil.rmtree(pre / "embedding_cache", ignore_errors=True)  # time the one-time fill, not a reuse
     cached = make_trainer(pre, work, "decoder", "litemedsam", 8, args.iters, True, "bf16", 0)
     start = time.perf_counter()
     cached.prepare()

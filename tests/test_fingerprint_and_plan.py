@@ -104,7 +104,7 @@ def test_input_size_follows_the_median_slice():
     lite, vit = BACKBONES["litemedsam"], BACKBONES["vit_b"]
     assert input_size_for(lite, [50, 35]) == 96  # MSD hippocampus: 1.9 mask pixels per voxel at 96
     assert input_size_for(lite, [64, 20]) == 96 and input_size_for(lite, [65, 20]) == 128
-    assert input_size_for(lite, [40, 40]) == 64 and input_size_for(lite, [170, 9]) == 256
+    assert input_size_for(lite, [20, 20]) == 96 and input_size_for(lite, [170, 9]) == 256  # 96 to 256
     assert input_size_for(lite, [512, 512]) == 256  # larger slices are resized down to the largest size
     assert input_size_for(vit, [50, 35]) == 1024  # one size only
 
@@ -116,8 +116,8 @@ def test_batch_sizes_follow_the_memory_budget(make_dataset, env):
     assert set(small["backbones"]) == {"vit_b", "vit_l", "vit_h", "mobile_sam", "litemedsam", "tiny"}
     assert small["backbones"]["vit_b"]["input_size"] == 1024
     longest = max(small["median_in_plane_shape_transposed"])
-    # the smallest multiple of 32 from 64 to 256 with 1.5 pixels per voxel (backbone_specs.input_size_for)
-    assert small["backbones"]["litemedsam"]["input_size"] == min(256, max(64, 32 * math.ceil(1.5 * longest / 32)))
+    # the smallest multiple of 32 from 96 to 256 with 1.5 pixels per voxel (backbone_specs.input_size_for)
+    assert small["backbones"]["litemedsam"]["input_size"] == min(256, max(96, 32 * math.ceil(1.5 * longest / 32)))
     for name, entry in large["backbones"].items():
         assert entry["batch_size"] >= small["backbones"][name]["batch_size"] >= 1
         if entry["batch_size"] > 1:
