@@ -221,6 +221,41 @@ def test_loss_is_cross_entropy_plus_per_sample_foreground_dice():
     dice = ((2 * (probs * onehot).sum((2, 3)) + 1e-5) / (probs.sum((2, 3)) + onehot.sum((2, 3)) + 1e-5)).mean(1)
     expected = 0.3 * F.cross_entropy(logits, target) + 0.7 * (1 - dice.mean())
     assert ce_dice_loss(logits, target, 0.3, 0.7).item() == pytest.approx(expected.item(), rel=1e-6)
+    # its closed-form backward gives autograd's gradient of the same formula
+    for logits_k, k in ((logits, 3), (torch.randn(4, 2, 16, 16), 2)):
+        target_k = torch.randint(0, k, (4, 16, 16))
+        target_k[1] = 0
+        ours = logits_k.clone().requires_grad_()
+        ref = logits_k.clone().requires_grad_()
+        (2.5 * ce_dice_loss(ours, target_k, 0.3, 0.7)).backward()
+        p = torch.softmax(ref, 1)[:, 1:]
+        oh = F.one_hot(target_k, k).permute(0, 3, 1, 2)[:, 1:].float()
+        d = ((2 * (p * oh).sum((2, 3)) + 1e-5) / (p.sum((2, 3)) + oh.sum((2, 3)) + 1e-5)).mean(1)
+        (2.5 * (0.3 * F.cross_entropy(ref, target_k) + 0.7 * (1 - d.mean()))).backward()
+        torch.testing.assert_close(ours.grad, ref.grad, atol=1e-7, rtol=1e-4)
     # per-sample Dice: the mean over two halves equals the whole batch (what makes DDP exact)
     halves = (ce_dice_loss(logits[:2], target[:2]) + ce_dice_loss(logits[2:], target[2:])) / 2
     assert halves.item() == pytest.approx(ce_dice_loss(logits, target).item(), rel=1e-6)
+
+
+def test_input_mapping_of_a_mixed_batch_equals_mapping_each_slice_alone():
+    import torch.nn.functional as F
+
+    from samunet.trainers.input_mapping import InputMapper
+
+    rng = np.random.default_rng(0)
+    for channels in (1, 2, 3):
+        mapper = InputMapper([[-1.0, 2.0]] * channels, (0, 255), 32, torch.device("cpu"))
+        shapes = [(20, 14), (9, 40), (20, 14), (9, 40), (20, 14)]  # two cases' slices, interleaved
+        slices = [rng.normal(size=(channels, *s)).astype(np.float32) for s in shapes]
+        labels = [rng.integers(0, 3, s) for s in shapes]
+        batch, label_batch = mapper.images(slices), mapper.labels(labels)
+        assert batch.shape == (5, 3, 32, 32) and label_batch.dtype == torch.int64
+        for i, (s, lab) in enumerate(zip(slices, labels)):
+            torch.testing.assert_close(batch[i], mapper.images([s])[0])
+            assert torch.equal(label_batch[i], mapper.labels([lab])[0])
+        # one slice by hand: window to [0, 1], scale to the input range, bilinear resize, channels to RGB
+        x = (torch.as_tensor(slices[1]) + 1.0) / 3.0
+        x = F.interpolate(x.clamp(0, 1)[None] * 255, size=(32, 32), mode="bilinear", align_corners=False)[0]
+        rgb = x.expand(3, -1, -1) if channels == 1 else torch.cat([x, x.mean(0, keepdim=True)]) if channels == 2 else x
+        torch.testing.assert_close(batch[1], rgb)
