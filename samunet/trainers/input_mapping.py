@@ -60,4 +60,4 @@ def _same_shape_groups(arrays):
     groups = {}
     for i, a in enumerate(arrays):
         groups.setdefault(a.shape, []).append(i)
-    return [(torch.tensor(idx), np.stack([arrays[i] for i in idx])) for idx in groups.values()]
+    return [(idx, np.stack([arrays[i] for i in idx])) for idx in groups.values()]
