@@ -1,10 +1,10 @@
-"""LiteMedSAM at 128 x 128 against its native 256 x 256 input on MSD hippocampus (the planner's
+"""LiteMedSAM at smaller input sizes than its native 256 x 256 on MSD hippocampus (the planner's
 input-size rule, planners/backbone_specs.input_size_for, rests on this measurement).
 
 For each input size: encode the slices of 5 training and 8 test cases with the frozen encoder (inference
 precision, as the embedding cache does), train the `decoder` strategy's head for the same 200 iterations
 (batch 8, AdamW 5e-4 with warm-up and poly decay, CE + Dice, a third of the slices drawn from foreground,
-the same draws for both sizes), then predict the test cases and compute per-class Dice in 3D at the
+the same draws and head initialisation for every size), then predict the test cases and compute per-class Dice in 3D at the
 preprocessed resolution. Reports encoder seconds per slice, seconds per training iteration and Dice.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/litemedsam_input_size.py --work DIR [--sizes 64 96 128 256] [--seed 0]
@@ -94,7 +94,7 @@ def main():
     tune_malloc()  # as every samunet command does (samunet/malloc_tuning.py)
     parser = argparse.ArgumentParser()
     parser.add_argument("--work", required=True, help="the folder benchmarks/hippocampus.py worked in")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 96, 128, 256])
     parser.add_argument("--iters", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0, help="slice draws and head initialisation")
     args = parser.parse_args()
