@@ -7,8 +7,8 @@ by the kernel again: on the reference CPU the LiteMedSAM encoder spent a third o
 faults (4 million per 96 slices), and a `tiny` training step a fifth. Raising both thresholds lets freed
 blocks be reused: 0.17 -> 0.11 s per 128 x 128 slice, 0.155 -> 0.120 s per `tiny` step (the bare model
 compute gained alike). PyTorch's CPU tuning guide gets the same from jemalloc or tcmalloc; this needs no
-preloaded library. The cost is resident memory: up to TRIM_THRESHOLD of freed memory stays with the
-process until it exits.
+preloaded library. The cost is resident memory: up to the trim threshold (1 GiB) of freed memory stays
+with the process until it exits.
 
 Every samunet command applies it on start (errors.cli_entry); a user who sets glibc's own MALLOC_*_
 variables, or preloads another allocator, keeps their choice.
@@ -17,18 +17,19 @@ import ctypes
 import ctypes.util
 import os
 
-M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3  # mallopt parameters, from glibc's malloc.h
-MMAP_THRESHOLD = 32 * 2**20  # glibc's maximum: larger blocks are still mapped (and unmapped) each time
-TRIM_THRESHOLD = 2**30
-TOP_PAD = 256 * 2**20  # heap growth per request: fewer, larger extensions
-USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "LD_PRELOAD")
+# (glibc environment variable, mallopt parameter from malloc.h, value): one table for both ways of setting them
+SETTINGS = (
+    ("MALLOC_MMAP_THRESHOLD_", -3, 32 * 2**20),  # glibc's maximum: larger blocks are still mapped each time
+    ("MALLOC_TRIM_THRESHOLD_", -1, 2**30),
+    ("MALLOC_TOP_PAD_", -2, 256 * 2**20),  # heap growth per request: fewer, larger extensions
+)
+USER_SETTINGS = (*(name for name, _, _ in SETTINGS), "LD_PRELOAD")
 
 
 def environment_settings():
     """The same settings as glibc's environment variables, for processes samunet does not start itself
     (benchmarks give them to nnU-Net)."""
-    return {"MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD), "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD),
-            "MALLOC_TOP_PAD_": str(TOP_PAD)}
+    return {name: str(value) for name, _, value in SETTINGS}
 
 
 def tune_malloc():
@@ -43,5 +44,4 @@ def tune_malloc():
             return False
     except (OSError, AttributeError):
         return False
-    settings = ((M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD), (M_TOP_PAD, TOP_PAD))
-    return all(mallopt(param, value) == 1 for param, value in settings)
+    return all(mallopt(param, value) == 1 for _, param, value in SETTINGS)
