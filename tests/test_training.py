@@ -12,7 +12,13 @@ from samunet.trainers.distributed import DistInfo
 from samunet.trainers.loss import ce_dice_loss
 from samunet.trainers.run_training import main as samunet_train
 from samunet.trainers.run_training import train
-from samunet.trainers.trainer import CachedEmbeddingTrainer, SamTrainer, TrainConfig, trainer_class
+from samunet.trainers.trainer import (
+    CachedEmbeddingTrainer,
+    FrozenEncoderTrainer,
+    SamTrainer,
+    TrainConfig,
+    trainer_class,
+)
 
 from training_helpers import prepare_dataset, train_args
 
@@ -120,20 +126,41 @@ def test_time_budget_stops_at_whole_epochs_with_the_lr_decay_completed(dataset, 
         samunet_train(["990", "decoder", "0", "-b", "tiny", "--time-budget", "0"])
 
 
-def test_cached_and_uncached_decoder_give_the_same_first_step_loss(dataset, env):
+@pytest.mark.parametrize("amp", ["off", "bf16"])
+def test_cached_and_uncached_decoder_give_the_same_first_step_loss(dataset, env, amp):
     config = TrainConfig(strategy="decoder", backbone="tiny", fold="0", epochs=1, iters_per_epoch=1, batch_size=4,
-                         augment=False)
-    cached = CachedEmbeddingTrainer(config, dataset, env.results / "a", torch.device("cpu"), DistInfo(),
-                                    show_progress=False)
-    plain = SamTrainer(config, dataset, env.results / "b", torch.device("cpu"), DistInfo(), show_progress=False)
+                         augment=False, amp=amp)
+    assert trainer_class("decoder", use_cache=False) is FrozenEncoderTrainer
+    args = (torch.device("cpu"), DistInfo())
+    cached = CachedEmbeddingTrainer(config, dataset, env.results / "a", *args, show_progress=False)
+    uncached = FrozenEncoderTrainer(config, dataset, env.results / "b", *args, show_progress=False)
+    whole_model = SamTrainer(config, dataset, env.results / "c", *args, show_progress=False)
     cached.prepare()
+    assert cached.frozen is None  # the encoder copy is dropped once the cache is filled
     batches = cached.sampler.epoch_batches(0, 1, 4)
-    assert batches == plain.sampler.epoch_batches(0, 1, 4)
+    assert batches == uncached.sampler.epoch_batches(0, 1, 4)
     losses = []
-    for trainer in (cached, plain):
+    for trainer in (cached, uncached, whole_model):
         inputs, targets = next(iter(trainer._epoch_inputs(batches)))
-        losses.append(ce_dice_loss(trainer.network(inputs), targets).item())
-    assert losses[0] == pytest.approx(losses[1], rel=1e-3)  # the cache stores fp16
+        with trainer.autocast():
+            logits = trainer.network(inputs)
+        losses.append(ce_dice_loss(logits, targets).item())
+    # Cached and uncached see the same inference encoder (the cache stores its output in fp16), which
+    # computes what the whole model's frozen encoder does: exactly with amp off, up to bf16 rounding with
+    # bf16 (its own bf16 weights and folded norms against fp32 weights under autocast).
+    assert losses[0] == pytest.approx(losses[1], rel=1e-3)
+    assert losses[1] == pytest.approx(losses[2], rel=1e-3)
+    images, _ = SamTrainer._plain_inputs(uncached, batches[0])
+    with torch.no_grad(), whole_model.autocast():
+        reference = whole_model.model.encode(images).float()
+    error = ((uncached._encode(images) - reference).norm() / reference.norm()).item()
+    assert error < (1e-5 if amp == "off" else 2e-2)
+    inputs, targets = next(iter(uncached._epoch_inputs(batches)))
+    encoder_before = [p.clone() for p in uncached.model.encoder.parameters()]
+    head_before = [p.clone() for p in uncached.trained_parameters]
+    uncached.train_step(inputs, targets)
+    assert all(torch.equal(a, b) for a, b in zip(encoder_before, uncached.model.encoder.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(head_before, uncached.trained_parameters))
     cache_files = sorted(p.name for p in cached.cache.folder.glob("*.npy"))
     assert len(cache_files) == 5  # every case of the fold, computed once
     mtimes = [p.stat().st_mtime_ns for p in cached.cache.folder.glob("*.npy")]
