@@ -23,9 +23,9 @@ from samunet.file_io import read_json
 from samunet.malloc_tuning import tune_malloc
 from samunet.models.build import build_model
 from samunet.models.inference_precision import (
-    CHUNK_PIXELS,
     LowPrecisionEncoder,
     channels_last_gelus,
+    encode_in_chunks,
     fold_batch_norms,
 )
 from samunet.preprocessing.storage import load_case
@@ -43,10 +43,8 @@ def slices(pre, plan, cases, size):
 
 
 def chunked(encoder, images, dtype, memory_format=torch.channels_last):
-    """The same chunking LowPrecisionEncoder does, for the variants that do not go through it."""
-    most = max(1, CHUNK_PIXELS // (images.shape[-2] * images.shape[-1]))
-    images = images.to(dtype).contiguous(memory_format=memory_format)
-    return torch.cat([encoder(c) for c in images.tensor_split(-(-len(images) // most))])
+    """The chunking LowPrecisionEncoder does, for the variants that do not go through it."""
+    return encode_in_chunks(encoder, images.to(dtype).contiguous(memory_format=memory_format))
 
 
 def timed(fn, images, repeats):

@@ -356,15 +356,20 @@ class FrozenEncoderTrainer(SamTrainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.frozen = for_inference(copy.deepcopy(self.model), amp_dtype(self.cfg.amp))
+        self.frozen = None  # the inference copy, built on first use (a cached run's other DDP ranks never need it)
 
     def _trained_module(self):
         return DecodeOnly(self.model)
 
+    def _inference_copy(self):
+        if self.frozen is None:
+            self.frozen = for_inference(copy.deepcopy(self.model), amp_dtype(self.cfg.amp))
+        return self.frozen
+
     @torch.no_grad()
     def _encode(self, images):
         with self.autocast():
-            return self.frozen.encode(images).float()
+            return self._inference_copy().encode(images).float()
 
     def _epoch_inputs(self, batches):
         for images, labels in super()._epoch_inputs(batches):
@@ -392,8 +397,8 @@ class CachedEmbeddingTrainer(FrozenEncoderTrainer):
         self.prepared = True
         if self.dist.is_main:
             start = time.perf_counter()
-            encoded = self.cache.fill(sorted(set(self.train_cases + self.val_cases)), self.frozen, self.mapper,
-                                      self.autocast, self.batch_size, self.show_progress)
+            encoded = self.cache.fill(sorted(set(self.train_cases + self.val_cases)), self._inference_copy(),
+                                      self.mapper, self.autocast, self.batch_size, self.show_progress)
             self.fill_seconds = time.perf_counter() - start
             if encoded:
                 self.write_log(f"embedding cache: encoded {encoded} slices in {self.fill_seconds:.1f} s -> {self.cache.folder}")
