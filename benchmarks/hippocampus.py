@@ -9,8 +9,9 @@ first is a test case (8), the second case is the validation case both tools watc
 the other 191 form the training pool; "n cases" are the first n of the pool. Each run gets the same
 wall-clock budget from the construction of its trainer (model building, data loaders, the embedding cache
 fill from a cold cache, epochs and per-epoch validation all count); both tools stop at the last whole epoch
-that fits and fit their LR decay to it. Test cases are then predicted from their raw files (samunet without
-TTA, nnU-Net with its default mirroring) and evaluated by the same code (samunet's, Dice and HD95 in mm).
+that fits and fit their LR decay to it. Test cases are then predicted from their raw files with each tool's
+default settings (samunet_predict mirrors along the axes its training mirrored; nnU-Net mirrors with its
+default axes) and evaluated by the same code (samunet's, Dice and HD95 in mm).
 Writes WORK/hippocampus_<budget>min.json and docs/hippocampus_benchmark_<budget>min.png; prints the
 markdown table.
 """
@@ -60,18 +61,18 @@ def split(work):
     return test, val, pool
 
 
-def set_up(work, env):
-    """Convert once (samunet 501, and 502 = the same files for nnU-Net), plan and preprocess both, and
-    copy the test cases out as a user would have them."""
+def set_up(work, env, nnunet=True):
+    """Convert once (samunet 501, and 502 = the same files for nnU-Net), plan and preprocess both (nnU-Net
+    only with `nnunet`), and copy the test cases out as a user would have them."""
     raw = work / "raw"
     if not (raw / "Dataset501_Hippocampus" / "dataset.json").is_file():
         raw.mkdir(parents=True, exist_ok=True)
         run(["samunet_convert_msd", "-i", DATA, "-overwrite_id", "501", "-np", "2"], env, work / "convert.log")
     nn_raw = raw / "Dataset502_Hippocampus"
-    if not (nn_raw / "dataset.json").is_file():
+    if nnunet and not (nn_raw / "dataset.json").is_file():
         shutil.copytree(raw / "Dataset501_Hippocampus", nn_raw)
     run(["samunet_plan_and_preprocess", "-d", "501", "-np", "2"], env, work / "samunet_preprocess.log")
-    if not (work / "nn_pre" / "Dataset502_Hippocampus" / "nnUNetPlans_2d").is_dir():
+    if nnunet and not (work / "nn_pre" / "Dataset502_Hippocampus" / "nnUNetPlans_2d").is_dir():
         run(["nnUNetv2_plan_and_preprocess", "-d", "502", "-c", "2d", "-np", "2"], env, work / "nnunet_preprocess.log")
     test, _, _ = split(work)
     images, labels = work / "test" / "imagesTs", work / "test" / "labelsTs"
@@ -91,12 +92,24 @@ def evaluate(labels, predictions):
             for v, name in LABELS.items()} | {"mean": {k: summary["foreground_mean"][k] for k in ("Dice", "HD95")}}
 
 
-def samunet_run(work, env, method, n, pool_size, budget, images, labels):
+def predict_and_evaluate(work, run_env, method, name, images, labels, *flags):
+    preds = work / "preds" / name
+    shutil.rmtree(preds, ignore_errors=True)
+    seconds = run(["samunet_predict", "-i", images, "-o", preds, "-d", "501", "-s", method, "-b", "litemedsam",
+                   "-f", "0", "-npp", "1", "-nps", "1", *flags], run_env, work / f"predict_{name}.log")
+    info = json.loads((preds / "prediction_info.json").read_text())
+    return seconds / len(os.listdir(images)), evaluate(labels, preds), info["mirroring_axes"]
+
+
+def samunet_run(work, env, method, n, pool_size, budget, images, labels, train_extra=(), tag="",
+                also_without_tta=False):
+    """Train one configuration under the budget; predict the test cases with samunet_predict's defaults
+    (and, with `also_without_tta`, once more with --disable-tta)."""
     _, val, pool = split(work)
     pre = work / "sam_pre" / "Dataset501_Hippocampus"
     (pre / "splits_final.json").write_text(json.dumps([{"train": pool, "val": val}]))
     shutil.rmtree(pre / "embedding_cache", ignore_errors=True)  # every run pays its own cache fill
-    results = work / "sam_res" / f"n{n}"
+    results = work / "sam_res" / f"n{n}{tag}"
     shutil.rmtree(results / "Dataset501_Hippocampus" / f"{method}__litemedsam", ignore_errors=True)
     run_env = dict(env, SAMUNET_RESULTS=str(results))
     # With all cases the cache fill alone (~0.5 s x 6900 slices) exceeds any budget here: train uncached.
@@ -104,16 +117,19 @@ def samunet_run(work, env, method, n, pool_size, budget, images, labels):
     iters = 25 if method in CACHED and not no_cache else 5
     train_seconds = run(["samunet_train", "501", method, "0", "-b", "litemedsam", "--num-train-cases", str(n),
                          "--epochs", "1000", "--iters-per-epoch", str(iters), "--batch-size", "8", "--val-slices", "20",
-                         "--time-budget", str(budget), "-np", "0", *no_cache], run_env, work / f"train_{method}_n{n}.log")
+                         "--time-budget", str(budget), "-np", "0", *no_cache, *train_extra], run_env,
+                        work / f"train_{method}_n{n}{tag}.log")
     fold = results / "Dataset501_Hippocampus" / f"{method}__litemedsam" / "fold_0"
     log_text = (fold / "training_log.txt").read_text()
-    preds = work / "preds" / f"{method}_n{n}"
-    shutil.rmtree(preds, ignore_errors=True)
-    predict_seconds = run(["samunet_predict", "-i", images, "-o", preds, "-d", "501", "-s", method, "-b", "litemedsam",
-                           "-f", "0", "--disable-tta", "-npp", "1", "-nps", "1"], run_env, work / f"predict_{method}_n{n}.log")
-    return {"train_command_seconds": train_seconds, "epochs": log_text.count(": train loss"),
-            "uncached": bool(no_cache), "predict_seconds_per_case": predict_seconds / len(os.listdir(images)),
-            "test": evaluate(labels, preds)}
+    name = f"{method}_n{n}{tag}"
+    seconds, test, mirroring = predict_and_evaluate(work, run_env, method, name, images, labels)
+    result = {"train_command_seconds": train_seconds, "epochs": log_text.count(": train loss"),
+              "uncached": bool(no_cache), "predict_seconds_per_case": seconds, "test": test,
+              "test_mirroring_axes": mirroring}
+    if also_without_tta:
+        seconds, test, _ = predict_and_evaluate(work, run_env, method, f"{name}_notta", images, labels, "--disable-tta")
+        result |= {"predict_seconds_per_case_without_tta": seconds, "test_without_tta": test}
+    return result
 
 
 def nnunet_run(work, env, n, budget, images, labels):
@@ -254,7 +270,7 @@ def main():
         return None
     work.mkdir(parents=True, exist_ok=True)
     env = environment(work)
-    images, labels = set_up(work, env)
+    images, labels = set_up(work, env, nnunet="nnunet" in args.methods)
     pool_size = len(split(work)[2])
     counts = [pool_size if c == "all" else int(c) for c in args.counts]
     results_file = work / f"hippocampus_{args.budget_minutes:g}min.json"

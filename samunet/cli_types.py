@@ -1,5 +1,6 @@
 """argparse value types shared by the commands (a bad value ends in argparse's one-line usage error)."""
 import argparse
+import math
 
 
 def int_at_least(minimum):
@@ -21,6 +22,16 @@ def positive_float(text):
         value = float(text)
     except ValueError:
         value = float("nan")
-    if not value > 0:
+    if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
+def non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
     return value

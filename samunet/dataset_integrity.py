@@ -2,7 +2,6 @@
 integer label values listed in dataset.json. Each problem is one line naming the case."""
 import sys
 
-import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
@@ -85,18 +84,6 @@ def check_headers(raw):
             raise SamunetError(problems[0])
 
 
-def nifti_nonfinite_problems(case):
-    """SimpleITK reads NaN and inf in NIfTI files as 0, so the value check cannot see them there;
-    nibabel reads the stored values (a second read, so only when verifying)."""
-    problems = []
-    for path in case.images:
-        if path.name.endswith((".nii", ".nii.gz")):
-            img = nib.load(str(path))
-            if np.issubdtype(img.get_data_dtype(), np.floating) and not np.isfinite(np.asanyarray(img.dataobj)).all():
-                problems.append(f"case {case.case_id}: {path.name} contains NaN or infinite values")
-    return problems
-
-
 def _case_problems(args):
     case, label_values = args
     problems = case_header_problems(case)
@@ -107,7 +94,7 @@ def _case_problems(args):
     except SamunetError as err:
         msg = str(err)
         return [msg if msg.startswith("case ") else f"case {case.case_id}: {msg}"]
-    return nifti_nonfinite_problems(case)
+    return []
 
 
 def verify_dataset_integrity(raw, num_processes=1):

@@ -8,7 +8,6 @@ same folder reuses what is finished (plan, preprocessed data, embedding cache, t
 """
 import argparse
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -18,12 +17,14 @@ from samunet.device import resolve_device
 from samunet.errors import SamunetError, cli_entry
 from samunet.evaluation.evaluate_cli import evaluate_folders
 from samunet.evaluation.overlays import write_overlay
-from samunet.file_io import read_json, write_json
+from samunet.file_io import copy_file, write_json
 from samunet.inference.predict_cli import predict_folder
 from samunet.inference.predictor import SlicePredictor
 from samunet.models.strategies import STRATEGIES
 from samunet.paths import PREPROCESSED_VAR, RAW_VAR, RESULTS_VAR, parse_dataset_id
 from samunet.planners.cli import run_fingerprint, run_planning
+from samunet.planners.experiment_planner import PLANS_FILE
+from samunet.planners.plan_file import read_plan
 from samunet.planners.splits import SPLITS_FILE
 from samunet.preprocessing.preprocess_dataset import preprocess_dataset
 from samunet.raw_dataset import load_raw_dataset
@@ -79,8 +80,8 @@ def copy_heldout(raw, heldout, folder):
         sub.mkdir(parents=True, exist_ok=True)
     for case_id in heldout:
         for path in raw.cases[case_id].images:
-            shutil.copyfile(path, images / path.name)
-        shutil.copyfile(raw.cases[case_id].label, labels / raw.cases[case_id].label.name)
+            copy_file(path, images / path.name)
+        copy_file(raw.cases[case_id].label, labels / raw.cases[case_id].label.name)
     return images, labels
 
 
@@ -118,13 +119,12 @@ def run_demo(args):
         + (["--device", args.device] if args.device else []))
     train(train_args, show_progress=not args.quiet)
     model_folder = output / "results" / preprocessed.name / f"{args.strategy}__{args.backbone}"
-    shutil.copyfile(model_folder / "fold_0" / "progress.png", output / "progress.png")
+    copy_file(model_folder / "fold_0" / "progress.png", output / "progress.png")
 
     print(f"[3/5] predict {len(heldout)} held-out cases from their raw files")
     images, labels = copy_heldout(raw, heldout, output / "heldout")
     device = resolve_device(args.device)
-    predictor = SlicePredictor.from_model_folder([model_folder], ["0"], device=device, amp=default_amp(device),
-                                                 use_tta=False)
+    predictor = SlicePredictor.from_model_folder([model_folder], ["0"], device=device, amp=default_amp(device))
     predictions = output / "predictions"
     _, failures = predict_folder(predictor, images, predictions, num_preprocess=1, num_export=1,
                                  description=f"{model_folder}, fold 0")
@@ -132,7 +132,7 @@ def run_demo(args):
         raise SamunetError(f"prediction failed: {failures[0]}")
 
     print("[4/5] evaluate against the held-out labels (spacing in mm)")
-    plan = read_json(model_folder / "samunet_plans.json")
+    plan = read_plan(model_folder / PLANS_FILE)
     class_names = {v: n for n, v in sorted(plan["labels"].items(), key=lambda kv: kv[1]) if v}
     summary = evaluate_folders(labels, predictions, sorted(class_names), num_processes=1)
     write_json(summary, predictions / "summary.json")

@@ -10,9 +10,16 @@ class SamunetError(Exception):
     """A problem with the user's input or environment: shown as one line, never as a traceback."""
 
 
+def os_error_line(err):
+    """One line for an OSError (permission denied, disk full, read-only folder, ...) naming the path."""
+    where = f"{err.filename}: " if err.filename else ""
+    return f"{where}{err.strerror or err}"
+
+
 def cli_entry(func):
-    """Run a console-script main: user errors become `prog: error: message` and exit code 2. The
-    process's allocator is tuned first (malloc_tuning.py: a CPU-speed matter, not a correctness one)."""
+    """Run a console-script main: user errors and operating-system errors (permissions, a full disk)
+    become `prog: error: message` and exit code 2. The process's allocator is tuned first
+    (malloc_tuning.py: a CPU-speed matter, not a correctness one)."""
 
     @functools.wraps(func)
     def wrapper(argv=None):
@@ -22,6 +29,9 @@ def cli_entry(func):
             return func(argv)
         except SamunetError as err:
             print(f"{prog}: error: {err}", file=sys.stderr)
+            sys.exit(2)
+        except OSError as err:
+            print(f"{prog}: error: {os_error_line(err)}", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:
             print(f"{prog}: interrupted", file=sys.stderr)

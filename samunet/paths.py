@@ -33,6 +33,9 @@ def results_root():
 
 
 def dataset_folder_name(dataset_id, name):
+    """`DatasetXXX_Name`; the name (from a command line or a file) must be a plain name, never a path."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", str(name)):
+        raise SamunetError(f"dataset name '{name}': use letters, digits, '_' and '-' only")
     return f"Dataset{int(dataset_id):03d}_{name}"
 
 

@@ -40,5 +40,8 @@ def make_dataset(env):
 
 
 def files_under(folder):
+    """Everything under `folder` but the lock files beside dataset folders (file_io.folder_lock)."""
     folder = Path(folder)
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) if folder.exists() else []
+    if not folder.exists():
+        return []
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if not p.name.endswith(".lock"))

@@ -1,4 +1,5 @@
-"""samunet_demo end to end, on the `tiny` backbone so that it takes seconds (the README runs it on LiteMedSAM)."""
+"""samunet_demo end to end with its defaults (LiteMedSAM, as the README runs it), and its refusals on the
+`tiny` backbone so that they take seconds."""
 import json
 
 import numpy as np
@@ -11,31 +12,40 @@ ARGS = ["-b", "tiny", "--train-cases", "3", "--heldout-cases", "2", "--epochs", 
         "--batch-size", "2", "-np", "1", "--quiet"]
 
 
+# The README shows 0.96; an all-background prediction scores 0 and a model mirrored at test time although
+# it never saw mirrored slices scored under 0.1 on held-out hippocampus cases.
+MIN_HELDOUT_DICE = 0.85
+
+
 def test_demo_runs_end_to_end_and_again(env, tmp_path, capsys):
     out = tmp_path / "demo"
-    demo(["--output", str(out), *ARGS])
+    demo(["--output", str(out), "--quiet"])  # every default: 9 training phantoms, 3 held out, LiteMedSAM
     printed = capsys.readouterr().out
     assert "Dice" in printed and "HD95 (mm)" in printed
 
     split = json.loads((out / "preprocessed" / "Dataset990_Synthetic" / "splits_final.json").read_text())
-    assert split == [{"train": ["synthetic_000", "synthetic_001", "synthetic_002"],
-                      "val": ["synthetic_003", "synthetic_004"]}]
+    assert split == [{"train": [f"synthetic_{i:03d}" for i in range(9)],
+                      "val": ["synthetic_009", "synthetic_010", "synthetic_011"]}]
     for case_id in split[0]["val"]:  # predicted from the raw files, in their geometry
         image, geometry = read_image(out / "heldout" / "imagesTs" / f"{case_id}_0000.nii.gz")
         prediction, predicted_geometry = read_image(out / "predictions" / f"{case_id}.nii.gz")
-        assert prediction.shape == image.shape and predicted_geometry == geometry
+        assert prediction.shape == image.shape
+        assert predicted_geometry.spacing == geometry.spacing and predicted_geometry.origin == geometry.origin
+        # NIfTI stores the direction as a float32 quaternion: equal up to that precision
+        assert predicted_geometry.direction == pytest.approx(geometry.direction, abs=1e-6)
         assert set(np.unique(prediction)) <= {0, 1, 2}
         assert (out / "overlays" / f"{case_id}.png").stat().st_size > 1000
     summary = json.loads((out / "predictions" / "summary.json").read_text())
     assert [c["prediction"].split("/")[-1] for c in summary["metric_per_case"]] == \
-        ["synthetic_003.nii.gz", "synthetic_004.nii.gz"]
+        ["synthetic_009.nii.gz", "synthetic_010.nii.gz", "synthetic_011.nii.gz"]
+    assert summary["foreground_mean"]["Dice"] >= MIN_HELDOUT_DICE, summary["foreground_mean"]
     assert (out / "progress.png").is_file()
     # the user's folders are not touched
     assert not any(env.raw.iterdir()) and not env.preprocessed.exists() and not env.results.exists()
 
-    checkpoint = out / "results" / "Dataset990_Synthetic" / "decoder__tiny" / "fold_0" / "checkpoint_final.pth"
+    checkpoint = out / "results" / "Dataset990_Synthetic" / "decoder__litemedsam" / "fold_0" / "checkpoint_final.pth"
     stamp = checkpoint.stat().st_mtime_ns
-    demo(["--output", str(out), *ARGS])  # a second run reuses the trained model
+    demo(["--output", str(out), "--quiet"])  # a second run reuses the trained model
     assert checkpoint.stat().st_mtime_ns == stamp
     assert "training already finished" in capsys.readouterr().out
 

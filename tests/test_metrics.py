@@ -60,5 +60,6 @@ def test_empty_conventions():
     missed = binary_metrics(empty, full, (2.0, 1.0, 1.0))
     assert missed["Dice"] == 0 and missed["NSD"] == 0
     assert missed["HD95"] == pytest.approx(np.sqrt(16**2 + 8**2 + 8**2))  # the volume's diagonal in mm
-    false_positive = binary_metrics(full, empty, (1, 1, 1))
-    assert false_positive["Dice"] == 0 and np.isnan(false_positive["HD95"])
+    false_positive = binary_metrics(full, empty, (2.0, 1.0, 1.0))  # defined, so that it counts in the means
+    assert false_positive["Dice"] == 0 and false_positive["NSD"] == 0
+    assert false_positive["HD95"] == pytest.approx(np.sqrt(16**2 + 8**2 + 8**2))

@@ -106,16 +106,16 @@ def test_resume_continues_exactly(dataset, env, monkeypatch):
 
 
 def test_time_budget_stops_at_whole_epochs_with_the_lr_decay_completed(dataset, env, monkeypatch):
-    clock = [0.0]  # a clock that only the epochs advance: 10 s each
+    clock = [0.0]  # a clock that only training iterations advance: 5 s each, 10 s an epoch of 2
     monkeypatch.setattr("samunet.trainers.trainer.time", SimpleNamespace(perf_counter=lambda: clock[0],
                                                                          strftime=time.strftime))
-    original = SamTrainer.train_epoch
+    original = SamTrainer.train_step
 
-    def ten_second_epoch(self, epoch):
-        clock[0] += 10.0
-        return original(self, epoch)
+    def five_second_step(self, inputs, targets):
+        clock[0] += 5.0
+        return original(self, inputs, targets)
 
-    monkeypatch.setattr(SamTrainer, "train_epoch", ten_second_epoch)
+    monkeypatch.setattr(SamTrainer, "train_step", five_second_step)
     trainer = train(train_args("lora_both", "--epochs", "20", "--iters-per-epoch", "2", "--val-slices", "2",
                                "--time-budget", "1"), show_progress=False)
     assert len(trainer.log["train_loss"]) == 6  # 6 x 10 s fit into 1 minute

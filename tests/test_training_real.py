@@ -49,3 +49,48 @@ def test_litemedsam_decoder_with_cache_beats_untrained_head(env):
     inputs, _ = trainer._plain_inputs(trainer.val_specs[:8])  # foreground slices come first
     with torch.no_grad():
         assert (trainer._trained_module()(inputs).argmax(1) > 0).any()
+
+
+# Held-out Dice after the short run below with the commands' defaults (0.65 when written; see the test).
+MIN_HELDOUT_DICE = 0.4
+TTA_TOLERANCE = 0.02  # default prediction may mirror; it must not score lower than this below unmirrored
+
+
+def test_default_prediction_of_held_out_cases_is_as_good_as_unmirrored(env, tmp_path):
+    """What a user runs: samunet_train (cached `decoder`, briefly) and samunet_predict with its defaults on
+    hippocampus cases the model never saw, against the same prediction with --disable-tta."""
+    from samunet.evaluation.evaluate_cli import main as evaluate
+    from samunet.file_io import read_json
+    from samunet.inference.predict_cli import main as predict
+    from samunet.plan_and_preprocess import main as plan_and_preprocess
+    from samunet.trainers.run_training import main as samunet_train
+
+    convert_msd(["-i", str(SHARED_DATA / "Task04_Hippocampus"), "-overwrite_id", "501", "-np", "2"])
+    raw = env.raw / "Dataset501_Hippocampus"
+    train_cases = {"hippocampus_001", "hippocampus_003", "hippocampus_004"}
+    heldout = ["hippocampus_006", "hippocampus_007", "hippocampus_008", "hippocampus_011"]
+    images, labels = tmp_path / "imagesTs", tmp_path / "labelsTs"
+    images.mkdir()
+    labels.mkdir()
+    for case in heldout:
+        (raw / "imagesTr" / f"{case}_0000.nii.gz").rename(images / f"{case}_0000.nii.gz")
+        (raw / "labelsTr" / f"{case}.nii.gz").rename(labels / f"{case}.nii.gz")
+    for folder in ("imagesTr", "labelsTr"):
+        for p in (raw / folder).iterdir():
+            if p.name.split(".")[0].removesuffix("_0000") not in train_cases:
+                p.unlink()
+    meta = read_json(raw / "dataset.json")
+    write_json(meta | {"numTraining": len(train_cases)}, raw / "dataset.json")
+    plan_and_preprocess(["-d", "501", "-np", "2"])
+    write_json([{"train": ["hippocampus_001", "hippocampus_004"], "val": ["hippocampus_003"]}],
+               env.preprocessed / raw.name / "splits_final.json")
+    samunet_train(["501", "decoder", "0", "-b", "litemedsam", "--epochs", "4", "--iters-per-epoch", "20", "-np", "0"])
+    scores = {}
+    for name, flags in (("default", []), ("unmirrored", ["--disable-tta"])):
+        out = tmp_path / name
+        predict(["-i", str(images), "-o", str(out), "-npp", "1", "-nps", "1", *flags])
+        evaluate([str(labels), str(out), "-d", "501", "-np", "1"])
+        scores[name] = read_json(out / "summary.json")["foreground_mean"]["Dice"]
+    print(f"held-out Dice: default {scores['default']:.3f}, --disable-tta {scores['unmirrored']:.3f}")
+    assert scores["default"] >= scores["unmirrored"] - TTA_TOLERANCE
+    assert scores["default"] > MIN_HELDOUT_DICE

@@ -14,7 +14,7 @@ from PIL import Image
 from samunet.dataset_conversion.dataset_writer import staged_dataset, write_dataset_json
 from samunet.errors import SamunetError, cli_entry
 from samunet.imageio import Geometry, write_image
-from samunet.paths import raw_root
+from samunet.paths import dataset_folder_name, raw_root
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 GEOMETRY_2D = Geometry((1.0, 1.0, 999.0), (0.0, 0.0, 0.0), (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0))
@@ -91,7 +91,7 @@ def convert_2d_folder(source, dataset_id, name, class_names=None):
         labels = {"background": 0, **{n: k for k, n in enumerate(class_names, start=1)}}
         write_dataset_json(staging, {c: "rgb_to_0_1" for c in range(num_channels)}, labels, len(images), ".nii.gz",
                            converted_from=f"2D images in {source}")
-    final = raw_root() / f"Dataset{int(dataset_id):03d}_{name}"
+    final = raw_root() / dataset_folder_name(dataset_id, name)
     print(f"wrote {final} ({len(images)} training images, {len(tests)} test images)")
     return final
 

@@ -16,7 +16,7 @@ from samunet.dataset_conversion.dataset_writer import staged_dataset, write_data
 from samunet.errors import SamunetError, cli_entry
 from samunet.file_io import read_json
 from samunet.parallel import add_num_processes_argument, map_with_progress
-from samunet.paths import raw_root
+from samunet.paths import dataset_folder_name, raw_root
 
 
 def split_msd_image(source, target_dir, case_id):
@@ -53,16 +53,26 @@ def _convert_one(job):
     return channels
 
 
+def _listed_file(task_folder, entry, key):
+    """The file a `training` entry names: a relative path inside the task folder ending in .nii.gz."""
+    meta_path = task_folder / "dataset.json"
+    value = entry.get(key) if isinstance(entry, dict) else None
+    if not isinstance(value, str) or not value.endswith(".nii.gz"):
+        raise SamunetError(f"{meta_path}: 'training' entry {entry!r}: '{key}' must name a .nii.gz file")
+    path = (task_folder / value).resolve()
+    if Path(value).is_absolute() or not path.is_relative_to(task_folder.resolve()):
+        raise SamunetError(f"{meta_path}: '{key}' {value} lies outside {task_folder}; entries must be inside the task folder")
+    if not path.is_file():
+        raise SamunetError(f"{meta_path}: lists {value}, which does not exist")
+    return path
+
+
 def _msd_cases(task_folder, meta):
-    images, labels = [], []
-    for entry in meta.get("training", []):
-        image = task_folder / entry["image"]
-        label = task_folder / entry["label"]
-        for p in (image, label):
-            if not p.is_file():
-                raise SamunetError(f"{task_folder / 'dataset.json'}: lists {p.relative_to(task_folder)}, which does not exist")
-        images.append(image)
-        labels.append(label)
+    entries = meta.get("training", [])
+    if not isinstance(entries, list):
+        raise SamunetError(f"{task_folder / 'dataset.json'}: 'training' must be a list")
+    images = [_listed_file(task_folder, e, "image") for e in entries]
+    labels = [_listed_file(task_folder, e, "label") for e in entries]
     return images, labels
 
 
@@ -99,7 +109,7 @@ def convert_msd(task_folder, dataset_id=None, num_processes=1):
         extra = {k: meta[k] for k in ("name", "description", "reference", "licence", "release") if k in meta}
         write_dataset_json(staging, channel_names, labels, len(images), ".nii.gz",
                            converted_from=f"MSD {task_folder.name}", **extra)
-    final = root / f"Dataset{dataset_id:03d}_{name}"
+    final = root / dataset_folder_name(dataset_id, name)
     print(f"wrote {final} ({len(images)} training cases, {len(tests)} test images)")
     return final
 

@@ -2,6 +2,7 @@
 so a failed conversion leaves nothing behind and an existing dataset is never overwritten."""
 import contextlib
 import shutil
+import uuid
 from pathlib import Path
 
 from samunet.errors import SamunetError
@@ -19,11 +20,9 @@ def refuse_existing_id(raw_root, dataset_id):
 def staged_dataset(raw_root, dataset_id, name):
     """Yield a staging folder with imagesTr/ and labelsTr/; on success it becomes DatasetXXX_Name."""
     raw_root = Path(raw_root)
-    refuse_existing_id(raw_root, dataset_id)
     final = raw_root / dataset_folder_name(dataset_id, name)
-    staging = raw_root / f".{final.name}.partial"
-    if staging.exists():
-        shutil.rmtree(staging)
+    refuse_existing_id(raw_root, dataset_id)
+    staging = raw_root / f".{final.name}.{uuid.uuid4().hex[:8]}.partial"  # unique: conversions may run at once
     (staging / "imagesTr").mkdir(parents=True)
     (staging / "labelsTr").mkdir()
     try:
@@ -31,7 +30,12 @@ def staged_dataset(raw_root, dataset_id, name):
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    staging.rename(final)
+    try:
+        refuse_existing_id(raw_root, dataset_id)  # another conversion may have finished meanwhile
+        staging.rename(final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def write_dataset_json(folder, channel_names, labels, num_training, file_ending, **extra):

@@ -6,6 +6,9 @@ The score of a configuration is the mean over all validation cases of all folds 
 Dice over foreground classes (classes absent from both reference and prediction do not count), read from
 each fold's validation/summary.json. Ensembles average the saved validation probabilities of their members
 (members must share a backbone, so one input mapping serves them) and are evaluated the same way.
+The validation predictions mirror as samunet_predict does (along the axes each model was trained to see
+mirrored); best_configuration.json names the axes prediction with the winner will mirror along (for an
+ensemble, those all its members allow).
 """
 import argparse
 import itertools
@@ -17,8 +20,11 @@ from samunet.errors import SamunetError, cli_entry
 from samunet.evaluation.evaluate_cli import evaluate_folders
 from samunet.file_io import read_json, write_json
 from samunet.imageio import read_image, write_image
+from samunet.inference.mirroring import allowed_mirroring_axes
 from samunet.inference.model_selection import BEST_CONFIGURATION_FILE
 from samunet.paths import find_dataset, find_preprocessed_dataset, results_root
+from samunet.planners.experiment_planner import PLANS_FILE
+from samunet.planners.plan_file import read_plan
 from samunet.preprocessing.preprocess_dataset import GT_FOLDER
 
 
@@ -49,7 +55,7 @@ def _mean(scores):
 
 def evaluate_ensemble(dataset_folder, members, folds, gt_folder, labels, file_ending):
     out = dataset_folder / "ensembles" / "+".join(members)
-    out.mkdir(parents=True, exist_ok=True)
+    written = []
     for fold in folds:
         val = dataset_folder / members[0] / f"fold_{fold}" / "validation"
         for npz in sorted(val.glob("*.npz")):
@@ -58,15 +64,27 @@ def evaluate_ensemble(dataset_folder, members, folds, gt_folder, labels, file_en
             case_id = npz.stem
             _, geometry = read_image(val / f"{case_id}{file_ending}")
             write_image(probs.argmax(0).astype(np.uint8), geometry, out / f"{case_id}{file_ending}")
-    summary = evaluate_folders(gt_folder, out, labels, num_processes=1)
+            written.append(f"{case_id}{file_ending}")
+    summary = evaluate_folders(gt_folder, out, labels, num_processes=1, cases=written)
     write_json(summary, out / "summary.json")
     return case_scores(summary)
+
+
+def mirroring_axes(dataset_folder, members, folds):
+    """The slice axes samunet_predict will mirror along for these members and folds (from the checkpoints'
+    readable metadata; a checkpoint without the record allows none)."""
+    metadata = []
+    for member in members:
+        for fold in folds:
+            path = dataset_folder / member / f"fold_{fold}" / "checkpoint_final.json"
+            metadata.append(read_json(path) if path.is_file() else {})
+    return allowed_mirroring_axes(metadata)
 
 
 def find_best(dataset_id, folds=("0", "1", "2", "3", "4"), ensembles=True):
     dataset_folder = find_dataset(results_root(), dataset_id)
     preprocessed = find_preprocessed_dataset(dataset_id)
-    plan = read_json(preprocessed / "samunet_plans.json")
+    plan = read_plan(preprocessed / PLANS_FILE)
     file_ending = read_json(preprocessed / "dataset.json")["file_ending"]
     labels = sorted(v for v in plan["labels"].values() if v)
     scores = configuration_scores(dataset_folder, list(folds))
@@ -88,7 +106,8 @@ def find_best(dataset_id, folds=("0", "1", "2", "3", "4"), ensembles=True):
     command = (f"samunet_predict -i INPUT_FOLDER -o OUTPUT_FOLDER -d {dataset_folder.name} -s {strategies} "
                f"-b {members[0].split('__')[1]} -f {' '.join(folds)}")
     result = {"configuration": best, "members": members, "folds": list(folds),
-              "cv_foreground_dice": ranking[0]["cv_foreground_dice"], "ranking": ranking, "predict_command": command}
+              "cv_foreground_dice": ranking[0]["cv_foreground_dice"], "ranking": ranking, "predict_command": command,
+              "mirroring_axes": mirroring_axes(dataset_folder, members, folds)}
     write_json(result, dataset_folder / BEST_CONFIGURATION_FILE)
     return result
 
@@ -104,3 +123,4 @@ def main(argv=None):
     for row in result["ranking"]:
         print(f"{row['cv_foreground_dice']:.4f}  {row['configuration']}")
     print(f"best: {result['configuration']}\npredict with:\n  {result['predict_command']}")
+    print(f"(test-time mirroring along slice axes {result['mirroring_axes']}: those its training mirrored)")

@@ -5,8 +5,8 @@ Euclidean distance transform with `sampling=spacing`.
 
 Conventions (reference = ground truth):
 - reference and prediction both empty: every metric is NaN (nnU-Net's rule: excluded from means);
-- reference empty, prediction not: Dice 0, IoU 0, NSD 0, HD95 NaN;
-- prediction empty, reference not: Dice 0, IoU 0, NSD 0, HD95 = the volume's diagonal in mm (worst case).
+- one of them empty, the other not (a missed structure, or false positives only): Dice 0, IoU 0, NSD 0,
+  HD95 = the volume's diagonal in mm (the worst case; it counts in the means).
 HD95 is the 95th percentile of both directed surface-distance sets pooled; NSD (surface Dice at tolerance
 tau) is the fraction of both surfaces' voxels within tau mm of the other surface.
 """
@@ -35,7 +35,7 @@ def binary_metrics(prediction, reference, spacing, nsd_tolerance=1.0):
     result = {"Dice": 2 * tp / (p + r), "IoU": tp / (p + r - tp), "n_pred": int(p), "n_ref": int(r)}
     if p == 0 or r == 0:
         diagonal = float(np.sqrt(np.sum((np.array(prediction.shape) * np.array(spacing)) ** 2)))
-        return result | {"HD95": diagonal if p == 0 else float("nan"), "NSD": 0.0}
+        return result | {"HD95": diagonal, "NSD": 0.0}
     sp, sr = surface(prediction), surface(reference)
     d_pr, d_rp = surface_distances(sp, sr, spacing), surface_distances(sr, sp, spacing)
     pooled = np.concatenate([d_pr, d_rp])

@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
+from samunet.file_io import atomic_write  # noqa: E402
 from samunet.imageio import read_image  # noqa: E402
 
 # Distinct colours for up to ten labels (tab10 without its grey), repeated beyond that.
@@ -53,6 +54,7 @@ def write_overlay(image_path, reference_path, prediction_path, slicing_axis, out
         ax.axis("off")
     fig.suptitle(f"{title} (slice {index} of axis {slicing_axis})".strip())
     fig.tight_layout()
-    fig.savefig(out_png, dpi=100)
+    with atomic_write(out_png) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
     return index

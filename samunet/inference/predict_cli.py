@@ -15,7 +15,7 @@ from samunet.cli_types import int_at_least
 from samunet.dataset_integrity import geometry_problems
 from samunet.device import resolve_device
 from samunet.errors import SamunetError, cli_entry
-from samunet.file_io import write_json
+from samunet.file_io import remove_temporaries, write_json
 from samunet.imageio import read_image
 from samunet.inference.input_files import find_input_cases
 from samunet.inference.model_selection import resolve_model, trained_folds
@@ -46,18 +46,34 @@ def _pool(n):
     return multiprocessing.get_context("fork").Pool(n) if n > 1 else None
 
 
+INFO_FILE = "prediction_info.json"
+
+
+def check_output_folder(output_folder, overwrite):
+    """Predictions go to a new or empty folder, or one that samunet_predict wrote before (it holds
+    prediction_info.json): never over files of the user's, such as reference labels."""
+    if overwrite or not output_folder.is_dir() or (output_folder / INFO_FILE).is_file():
+        return
+    foreign = sorted(p.name for p in output_folder.iterdir() if not p.name.startswith("."))
+    if foreign:
+        raise SamunetError(f"{output_folder}: holds files samunet_predict did not write ({', '.join(foreign[:3])}"
+                           f"{', ...' if len(foreign) > 3 else ''}); choose another -o, or pass --overwrite")
+
+
 def predict_folder(predictor, input_folder, output_folder, continue_prediction=False, save_probabilities=False,
-                   num_preprocess=1, num_export=1, description=""):
+                   num_preprocess=1, num_export=1, description="", overwrite=False):
     input_folder, output_folder = Path(input_folder).resolve(), Path(output_folder).resolve()
     if output_folder == input_folder:
         raise SamunetError(f"{output_folder}: the output folder must differ from the input folder")
+    check_output_folder(output_folder, overwrite)
     file_ending = predictor.dataset_json["file_ending"]
     cases = find_input_cases(input_folder, len(predictor.dataset_json["channel_names"]), file_ending)
     output_folder.mkdir(parents=True, exist_ok=True)
     if continue_prediction:
         cases = {c: p for c, p in cases.items() if not (output_folder / f"{c}{file_ending}").is_file()}
-    write_json({"model": description, "tta": predictor.use_tta, "folds": len(predictor.models)},
-               output_folder / "prediction_info.json")
+        remove_temporaries(output_folder)
+    write_json({"model": description, "tta": bool(predictor.mirroring_axes), "mirroring_axes": predictor.mirroring_axes,
+                "folds": len(predictor.models)}, output_folder / INFO_FILE)
     jobs = [(c, paths, predictor.plan) for c, paths in cases.items()]
     failures, written = [], []
     reader, writer = _pool(num_preprocess), _pool(num_export)
@@ -89,9 +105,12 @@ def add_common_arguments(p):
     p.add_argument("-o", required=True, help="output folder (created; never the input folder)")
     p.add_argument("-f", nargs="+", default=None, help="folds to ensemble (default: every trained fold)")
     p.add_argument("-chk", default="checkpoint_final", help="checkpoint_final (default) or checkpoint_best")
-    p.add_argument("--disable-tta", action="store_true", help="no mirroring (4x faster)")
+    p.add_argument("--disable-tta", action="store_true",
+                   help="no mirroring (default: mirror along the axes the model was trained to see mirrored)")
     p.add_argument("--save-probabilities", action="store_true", help="also write {case}.npz with class probabilities")
     p.add_argument("--continue-prediction", action="store_true", help="skip cases whose output exists")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an output folder that holds files samunet_predict did not write")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None)
     p.add_argument("--amp", choices=("bf16", "fp16", "off"), default=None)
     p.add_argument("--batch-slices", type=int_at_least(1), default=8, help="slices per forward pass (default 8)")
@@ -104,13 +123,23 @@ def checkpoint_file(args):
     return args.chk if args.chk.endswith(".pth") else f"{args.chk}.pth"
 
 
+def mirroring_sentence(predictor, disabled):
+    if predictor.mirroring_axes:
+        axes = " and ".join(("rows", "columns")[a] for a in predictor.mirroring_axes)
+        return f"test-time mirroring of slice {axes}, as in training ({len(predictor.flips)} passes per slice)"
+    if disabled:
+        return "test-time mirroring: off (--disable-tta)"
+    return "test-time mirroring: none (the model was not trained on mirrored slices)"
+
+
 def run(args, model_folders, folds, description):
     device = resolve_device(args.device)
     predictor = SlicePredictor.from_model_folder(model_folders, folds, checkpoint_file(args), device, args.amp or default_amp(device),
                                                  args.checkpoint, args.batch_slices, use_tta=not args.disable_tta)
     print(f"model: {description}")
+    print(mirroring_sentence(predictor, args.disable_tta))
     written, failures = predict_folder(predictor, args.i, args.o, args.continue_prediction, args.save_probabilities,
-                                       args.npp, args.nps, description)
+                                       args.npp, args.nps, description, args.overwrite)
     print(f"wrote {len(written)} case(s) to {args.o}")
     if failures:
         raise SamunetError(f"{len(failures)} case(s) failed (listed above); the others were written")

@@ -1,7 +1,8 @@
 """Slice-wise prediction of one preprocessed volume with one or more trained folds.
 
 Same preprocessing as training (from the copied plan) -> per slice: intensity mapping and resize to the
-backbone's input size -> softmax at input size (mean over mirroring TTA and folds) -> resize back to the
+backbone's input size -> softmax at input size (mean over folds and over mirroring along the axes every
+model was trained with, inference/mirroring.py) -> resize back to the
 preprocessed slice -> (K+1, S, H, W) -> restore_probabilities (un-resample, un-crop, un-transpose) ->
 argmax, in the original array space; written with the original spacing, origin and direction.
 """
@@ -13,12 +14,13 @@ import torch.nn.functional as F
 
 from samunet.errors import SamunetError
 from samunet.file_io import read_json
+from samunet.inference.mirroring import allowed_mirroring_axes, tensor_flips, warn_if_unrecorded
 from samunet.models.checkpoint import load_model
 from samunet.models.inference_precision import for_inference
+from samunet.planners.experiment_planner import PLANS_FILE
+from samunet.planners.plan_file import read_plan
 from samunet.trainers.amp import amp_dtype, autocast_factory
 from samunet.trainers.input_mapping import InputMapper
-
-MIRROR_AXES = ((), (-1,), (-2,), (-2, -1))  # 4 passes in 2D
 
 
 def _nearest_inverse(small, large, device):
@@ -43,17 +45,31 @@ def resize_probabilities(probs, size):
     return torch.einsum("hi,bkij,wj->bkhw", rows, probs, cols)
 
 
+def check_provenance(metadata, folder, plan, path):
+    """A checkpoint must be the configuration its folder names (<strategy>__<backbone>) and segment the
+    classes of the folder's plan."""
+    made_for = f"{metadata['strategy']}__{metadata['backbone']}"
+    if "__" in folder.name and folder.name != made_for:
+        raise SamunetError(f"{path}: a checkpoint of {made_for}, but it lies in the folder of {folder.name}")
+    classes = [n for n, v in sorted(plan["labels"].items(), key=lambda kv: kv[1]) if v != 0]
+    if list(metadata["class_names"]) != classes:
+        raise SamunetError(f"{path}: trained for classes {metadata['class_names']}, but the plan of {folder.name} "
+                           f"has {classes}")
+
+
 class SlicePredictor:
     def __init__(self, models, plan, dataset_json, device=None, amp="off", batch_slices=8, use_tta=True):
         self.plan, self.dataset_json = plan, dataset_json
         self.device = device or torch.device("cpu")
         self.models = [for_inference(m, amp_dtype(amp)) for m in models]  # taken over: changed in place
         meta = self.models[0].metadata
+        # use_tta=False: no mirroring; otherwise along the slice axes every model was trained to see mirrored
+        self.mirroring_axes = allowed_mirroring_axes(m.metadata for m in self.models) if use_tta else []
+        self.flips = tensor_flips(self.mirroring_axes)
         self.mapper = InputMapper(self.plan["intensity_mapping"]["window_per_channel"], meta["input_range"],
                                   meta["input_size"], self.device)
         self.autocast = autocast_factory(self.device, amp)
         self.batch_slices = batch_slices
-        self.use_tta = use_tta
         self.num_outputs = self.models[0].num_outputs
 
     @classmethod
@@ -63,32 +79,35 @@ class SlicePredictor:
         dataset and backbone: all of them are averaged."""
         folders = [Path(f) for f in (model_folders if isinstance(model_folders, (list, tuple)) else [model_folders])]
         device = device or torch.device("cpu")
+        plan = read_plan(folders[0] / PLANS_FILE)
         models = []
         for folder in folders:
             for fold in folds:
                 path = folder / f"fold_{fold}" / checkpoint_name
                 if not path.is_file():
                     raise SamunetError(f"{path}: checkpoint not found (is fold {fold} trained?)")
-                models.append(load_model(path, checkpoint=base_checkpoint, device=device)[0])
+                model = load_model(path, checkpoint=base_checkpoint, device=device)[0]
+                check_provenance(model.metadata, folder, plan, path)
+                if use_tta:
+                    warn_if_unrecorded(model.metadata, path)
+                models.append(model)
         if len({(m.metadata["backbone"], m.metadata["input_size"]) for m in models}) > 1:
             raise SamunetError("an ensemble must share one backbone and input size")
-        return cls(models, read_json(folders[0] / "samunet_plans.json"), read_json(folders[0] / "dataset.json"),
-                   device, amp, batch_slices, use_tta)
+        return cls(models, plan, read_json(folders[0] / "dataset.json"), device, amp, batch_slices, use_tta)
 
     @torch.no_grad()
     def _slice_probabilities(self, slices):
         """list of (C, h, w) -> (B, K+1, S, S) mean softmax over folds and mirrorings."""
         images = self.mapper.images(slices)
         total = torch.zeros(images.shape[0], self.num_outputs, *images.shape[-2:], device=self.device)
-        passes = MIRROR_AXES if self.use_tta else ((),)
         for model in self.models:
-            for axes in passes:
+            for axes in self.flips:
                 x = images.flip(axes) if axes else images
                 with self.autocast():
                     logits = model(x)
                 probs = torch.softmax(logits.float(), dim=1)
                 total += probs.flip(axes) if axes else probs
-        return total / (len(self.models) * len(passes))
+        return total / (len(self.models) * len(self.flips))
 
     def predict_preprocessed(self, data):
         """data (C, S, H, W) normalised -> probabilities (K+1, S, H, W) in preprocessed space."""

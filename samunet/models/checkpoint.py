@@ -7,13 +7,12 @@
               weights, PEFT settings, parameter counts.
 Loading = build the backbone from its base weights, apply the strategy, load the deltas strictly.
 """
-import os
 from pathlib import Path
 
 import torch
 
 from samunet.errors import SamunetError
-from samunet.file_io import write_json
+from samunet.file_io import atomic_write, write_json
 from samunet.models.build import PeftConfig, build_model
 
 FORMAT = "samunet-deltas-1"
@@ -21,12 +20,13 @@ FORMAT = "samunet-deltas-1"
 
 def save_checkpoint(path, model, extra=None):
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     trainable = {n: t.cpu().clone() for n, t in model.trainable_state().items()}
     payload = {"format": FORMAT, "metadata": model.metadata, "trainable": trainable, **(extra or {})}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)  # a crash mid-write never leaves a truncated checkpoint behind
+    with atomic_write(path, read_checkpoint) as tmp:  # read back before it replaces the previous one
+        try:
+            torch.save(payload, tmp)
+        except RuntimeError as err:  # torch reports failed writes (a full disk) as RuntimeError
+            raise SamunetError(f"{path}: cannot be written ({str(err).splitlines()[0]})") from None
     summary = dict(model.metadata, trainable_tensors=len(trainable),
                    trainable_parameters=sum(t.numel() for t in trainable.values()))
     write_json(summary, path.with_suffix(".json"))
@@ -80,4 +80,6 @@ def load_model(path, checkpoint=None, device="cpu"):
             f"found now are {model.metadata['base_weights'][:16]}...; pass the original file with --checkpoint"
         )
     load_trainable(model, payload, path)
+    if "mirroring_axes" in meta:  # what training augmented with: prediction mirrors along these only
+        model.metadata["mirroring_axes"] = meta["mirroring_axes"]
     return model.to(device), payload

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from samunet.errors import SamunetError, cli_entry
-from samunet.file_io import write_json
+from samunet.file_io import atomic_write, write_json
 from samunet.models.checkpoint import load_model
 from samunet.models.lora import merge_lora
 from samunet.models.strategies import get_strategy
@@ -49,6 +49,7 @@ def main(argv=None):
         raise SamunetError(f"{out}: already exists; remove it or choose another name")
     model, _ = load_model(args.checkpoint, checkpoint=args.checkpoint_base)
     state, loads_into = export_state(model)
-    torch.save(state, out)
+    with atomic_write(out) as tmp:
+        torch.save(state, tmp)
     write_json(dict(model.metadata, loads_into=loads_into, lora_merged=True), out.with_suffix(".json"))
     print(f"wrote {out} ({sum(v.numel() for v in state.values())} values; loads into {loads_into})")

@@ -1,17 +1,17 @@
 """Commands of the planning stage: `samunet_extract_fingerprint` and `samunet_plan_experiment`."""
 import argparse
-import shutil
 
 from tqdm import tqdm
 
 from samunet.dataset_integrity import check_headers, verify_dataset_integrity
 from samunet.errors import SamunetError, cli_entry
-from samunet.file_io import read_json, write_json
+from samunet.file_io import copy_file, folder_lock, read_json, write_json
 from samunet.paths import find_raw_dataset, preprocessed_root
 from samunet.parallel import add_num_processes_argument
 from samunet.planners.backbone_specs import DEFAULT_GPU_MEMORY_GB
 from samunet.planners.experiment_planner import PLANS_FILE, plan_experiment
 from samunet.planners.fingerprint import FINGERPRINT_FILE, extract_fingerprint
+from samunet.planners.plan_file import read_splits
 from samunet.planners.splits import SPLITS_FILE, make_splits
 from samunet.raw_dataset import load_raw_dataset
 
@@ -24,6 +24,11 @@ def run_fingerprint(dataset_id, num_processes=1, verify=False, clean=False):
     else:
         check_headers(raw)
     out = preprocessed_root() / raw.name
+    with folder_lock(out, "samunet_extract_fingerprint"):
+        return _fingerprint_locked(raw, out, num_processes, clean)
+
+
+def _fingerprint_locked(raw, out, num_processes, clean):
     path = out / FINGERPRINT_FILE
     if path.is_file() and not clean:
         try:
@@ -33,9 +38,8 @@ def run_fingerprint(dataset_id, num_processes=1, verify=False, clean=False):
         except SamunetError:
             pass  # unreadable: recompute it
     fingerprint = extract_fingerprint(raw, num_processes)
-    out.mkdir(parents=True, exist_ok=True)
     # Later stages read only the preprocessed folder, so the dataset description travels with it.
-    shutil.copyfile(raw.folder / "dataset.json", out / "dataset.json")
+    copy_file(raw.folder / "dataset.json", out / "dataset.json")
     write_json(fingerprint, path)
     tqdm.write(f"wrote {path}")
     return path
@@ -44,6 +48,11 @@ def run_fingerprint(dataset_id, num_processes=1, verify=False, clean=False):
 def run_planning(dataset_id, gpu_memory_gb=DEFAULT_GPU_MEMORY_GB):
     """Write samunet_plans.json, and splits_final.json unless one exists (users may have edited theirs)."""
     out = preprocessed_root() / find_raw_dataset(dataset_id).name
+    with folder_lock(out, "samunet_plan_experiment"):
+        return _plan_locked(out, gpu_memory_gb)
+
+
+def _plan_locked(out, gpu_memory_gb):
     fingerprint_path = out / FINGERPRINT_FILE
     if not fingerprint_path.is_file():
         raise SamunetError(f"{fingerprint_path}: no fingerprint yet; run samunet_extract_fingerprint first")
@@ -56,7 +65,7 @@ def run_planning(dataset_id, gpu_memory_gb=DEFAULT_GPU_MEMORY_GB):
     print(f"slicing axis {plan['slicing_axis']} (z, y, x order), in-plane spacing {plan['in_plane_spacing_transposed']}")
     splits_path = out / SPLITS_FILE
     if splits_path.is_file():
-        known = {c for fold in read_json(splits_path) for c in fold["train"] + fold["val"]}
+        known = {c for fold in read_splits(splits_path) for c in fold["train"] + fold["val"]}
         if known != set(fingerprint["case_ids"]):
             print(f"warning: {splits_path} was kept but does not list exactly the dataset's cases")
     else:

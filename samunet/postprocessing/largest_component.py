@@ -16,6 +16,8 @@ from samunet.file_io import read_json, write_json
 from samunet.imageio import SUPPORTED_ENDINGS, read_image, write_image
 from samunet.inference.model_selection import resolve_model
 from samunet.paths import find_preprocessed_dataset
+from samunet.planners.experiment_planner import PLANS_FILE
+from samunet.planners.plan_file import read_plan
 from samunet.preprocessing.preprocess_dataset import GT_FOLDER
 
 POSTPROCESSING_FILE = "postprocessing.json"
@@ -78,7 +80,7 @@ def determine_main(argv=None):
     if len(folders) != 1:
         raise SamunetError("postprocessing is decided per configuration: choose one with -s and -b")
     preprocessed = find_preprocessed_dataset(args.d)
-    plan = read_json(preprocessed / "samunet_plans.json")
+    plan = read_plan(preprocessed / PLANS_FILE)
     labels = sorted(v for v in plan["labels"].values() if v)
     ending = read_json(preprocessed / "dataset.json")["file_ending"]
     result = determine(folders[0], preprocessed / GT_FOLDER, labels, ending)

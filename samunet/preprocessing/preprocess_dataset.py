@@ -2,7 +2,8 @@
 
 Reads the plan from the preprocessed dataset folder (written by planning) and the images from the raw
 dataset; writes `<preprocessed>/DatasetXXX_Name/<data_identifier>/`. A case whose inputs and plan are
-unchanged since it was written is skipped.
+unchanged since it was written, and whose files all open, is skipped. The dataset's folder lock is held
+throughout, so a second run of this (or of planning, or an embedding-cache fill) waits for the first.
 """
 import argparse
 import hashlib
@@ -13,10 +14,11 @@ from tqdm import tqdm
 
 from samunet.dataset_integrity import check_headers, read_checked_case
 from samunet.errors import SamunetError, cli_entry
-from samunet.file_io import read_json
+from samunet.file_io import copy_file, folder_lock, remove_temporaries
 from samunet.parallel import add_num_processes_argument, map_with_progress
 from samunet.paths import find_raw_dataset, preprocessed_root
 from samunet.planners.experiment_planner import PLANS_FILE, preprocessing_fields
+from samunet.planners.plan_file import read_plan
 from samunet.preprocessing.preprocess_case import preprocess_case
 from samunet.preprocessing.storage import is_case_current, save_case
 from samunet.raw_dataset import load_raw_dataset
@@ -45,7 +47,7 @@ def _preprocess_one(job):
     }
     # Reference labels travel with the preprocessed data, so that training validates in 3D against them.
     gt_folder = folder.parent / GT_FOLDER
-    shutil.copyfile(case.label, gt_folder / case.label.name)
+    copy_file(case.label, gt_folder / case.label.name)
     save_case(folder, case.case_id, data, seg, props)
     return case.case_id
 
@@ -54,7 +56,7 @@ def load_plan(dataset_folder):
     path = dataset_folder / PLANS_FILE
     if not path.is_file():
         raise SamunetError(f"{path}: no plan yet; run samunet_plan_experiment (or samunet_plan_and_preprocess) first")
-    return read_json(path)
+    return read_plan(path)
 
 
 def check_plan_matches(plan, raw, plan_path):
@@ -65,6 +67,11 @@ def check_plan_matches(plan, raw, plan_path):
 def preprocess_dataset(dataset_id, num_processes=1, clean=False):
     raw = load_raw_dataset(find_raw_dataset(dataset_id))
     dataset_folder = preprocessed_root() / raw.name
+    with folder_lock(dataset_folder, "samunet_preprocess"):
+        return _preprocess_locked(raw, dataset_folder, num_processes, clean)
+
+
+def _preprocess_locked(raw, dataset_folder, num_processes, clean):
     plan = load_plan(dataset_folder)
     check_plan_matches(plan, raw, dataset_folder / PLANS_FILE)
     check_headers(raw)
@@ -75,6 +82,8 @@ def preprocess_dataset(dataset_id, num_processes=1, clean=False):
                 shutil.rmtree(folder)
     out.mkdir(parents=True, exist_ok=True)
     (dataset_folder / GT_FOLDER).mkdir(exist_ok=True)
+    for folder in (out, dataset_folder / GT_FOLDER):
+        remove_temporaries(folder)
     jobs = []
     for case in raw.cases.values():
         stamp = case_stamp(case, plan)

@@ -6,14 +6,17 @@
 - `{case}.json`      properties: geometry, crop box, transpose, shapes, per-class slice indices, and the
                      stamp of the inputs and plan it was made from. Written last: a case without it is
                      incomplete and gets redone.
+
+Each file is written atomically (file_io.atomic_write) and read back before it takes its final name. A
+case is up to date only when its stamp matches and every one of its files opens with the recorded shape.
 """
-import os
 from pathlib import Path
 
 import blosc2
 import numpy as np
 
-from samunet.file_io import read_json, write_json
+from samunet.errors import SamunetError
+from samunet.file_io import atomic_write, read_json, write_json
 
 _CPARAMS = {"codec": blosc2.Codec.ZSTD, "clevel": 3, "nthreads": 1}
 
@@ -23,14 +26,30 @@ def case_files(folder, case_id):
     return folder / f"{case_id}.b2nd", folder / f"{case_id}_seg.b2nd", folder / f"{case_id}.json"
 
 
+def _open_b2nd(path):
+    try:
+        return blosc2.open(str(path), mode="r")
+    except Exception as err:  # blosc2 raises several types for damaged files
+        raise SamunetError(f"{path}: cannot be read ({type(err).__name__}); run samunet_preprocess again") from None
+
+
 def _write_b2nd(array, path):
     # Chunk and block per slice (axis -3) so that reading one slice decompresses only that slice.
     per_slice = (*array.shape[:-3], 1, *array.shape[-2:])
-    tmp = path.with_name("." + path.name)
-    blosc2.asarray(
-        np.ascontiguousarray(array), urlpath=str(tmp), mode="w", chunks=per_slice, blocks=per_slice, cparams=_CPARAMS
-    )
-    os.replace(tmp, path)
+
+    def check(tmp):
+        written = _open_b2nd(tmp)
+        if tuple(written.shape) != tuple(array.shape) or not np.array_equal(written[-1], array[-1]):
+            raise SamunetError(f"{path}: written incompletely")
+
+    with atomic_write(path, check) as tmp:
+        try:
+            blosc2.asarray(np.ascontiguousarray(array), urlpath=str(tmp), mode="w", chunks=per_slice,
+                           blocks=per_slice, cparams=_CPARAMS)
+        except OSError:
+            raise
+        except Exception as err:  # blosc2 reports failed writes (a full disk) in several types
+            raise SamunetError(f"{path}: cannot be written ({type(err).__name__}: {err})") from None
 
 
 def save_case(folder, case_id, data, seg, properties):
@@ -49,8 +68,8 @@ def load_properties(folder, case_id):
 def open_case(folder, case_id):
     """Lazy arrays (slice them to read) and the properties dict. seg is None for unlabelled cases."""
     data_path, seg_path, _ = case_files(folder, case_id)
-    data = blosc2.open(str(data_path), mode="r")
-    seg = blosc2.open(str(seg_path), mode="r") if seg_path.is_file() else None
+    data = _open_b2nd(data_path)
+    seg = _open_b2nd(seg_path) if seg_path.is_file() else None
     return data, seg, load_properties(folder, case_id)
 
 
@@ -60,11 +79,16 @@ def load_case(folder, case_id):
     return data[...], (seg[...] if seg is not None else None), props
 
 
-def is_case_current(folder, case_id, stamp):
-    data_path, _, props_path = case_files(folder, case_id)
-    if not (props_path.is_file() and data_path.is_file()):
-        return False
+def is_case_current(folder, case_id, stamp, labelled=True):
+    """The case was made from these inputs (stamp) and every file of it opens with the recorded shape."""
+    data_path, seg_path, props_path = case_files(folder, case_id)
     try:
-        return read_json(props_path).get("stamp") == stamp
-    except Exception:
+        props = read_json(props_path)
+        if props.get("stamp") != stamp:
+            return False
+        shape = tuple(props["shape_after_resampling"])
+        if tuple(_open_b2nd(data_path).shape[1:]) != shape:
+            return False
+        return not labelled or tuple(_open_b2nd(seg_path).shape) == shape
+    except (SamunetError, KeyError, TypeError, OSError):
         return False

@@ -4,6 +4,7 @@ Spatial (rotation, scaling) with cubic images / nearest labels, then Gaussian no
 multiplicative brightness, contrast, gamma, and mirroring along both in-plane axes. batchgenerators draws
 from numpy's and Python's global generators, so both are seeded per slice (reproducible in any worker).
 """
+import itertools
 import random
 
 import numpy as np
@@ -16,6 +17,16 @@ from batchgenerators.transforms.color_transforms import (
 from batchgenerators.transforms.noise_transforms import GaussianBlurTransform, GaussianNoiseTransform
 from batchgenerators.transforms.spatial_transforms import MirrorTransform, SpatialTransform
 
+# In-plane axes of a (H, W) slice that augmentation mirrors. Checkpoints record them, and prediction mirrors
+# (test-time augmentation) only along the axes a model was trained with.
+MIRROR_AXES = (0, 1)
+
+
+def mirror_combinations(axes):
+    """Every combination of flips along `axes` (slice axes), the identity first: ((), (0,), (1,), (0, 1))."""
+    axes = tuple(sorted(axes))
+    return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
+
 _INTENSITY = Compose([
     GaussianNoiseTransform(noise_variance=(0, 0.1), p_per_sample=0.1),
     GaussianBlurTransform((0.5, 1.0), different_sigma_per_channel=True, p_per_sample=0.2, p_per_channel=0.5),
@@ -23,7 +34,7 @@ _INTENSITY = Compose([
     ContrastAugmentationTransform(p_per_sample=0.15),
     GammaTransform((0.7, 1.5), invert_image=True, per_channel=True, retain_stats=True, p_per_sample=0.1),
     GammaTransform((0.7, 1.5), invert_image=False, per_channel=True, retain_stats=True, p_per_sample=0.3),
-    MirrorTransform(axes=(0, 1)),
+    MirrorTransform(axes=MIRROR_AXES),
 ])
 
 

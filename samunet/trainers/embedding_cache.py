@@ -5,18 +5,21 @@ Embeddings of every slice are computed once (no augmentation: see README) and st
 embeddings depend on (backbone and its base weights, input size, the plan's preprocessing and intensity
 mapping, the encoder's precision), so the cache is shared by epochs, folds and strategies of one
 backbone + plan, and a change of either gets a fresh folder. Each case also records the stamp of the
-preprocessed case it was made from.
+preprocessed case it was made from. Mirrored slices (for training that mirrors, --cache-mirroring) are
+encoded separately (a mirrored image's embedding is not the mirrored embedding: the encoder has position
+embeddings) into `mirror_0/`, `mirror_1/` and `mirror_01/` (slice rows, columns, both).
 """
 import hashlib
 import json
-import os
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from samunet.file_io import read_json, write_json
+from samunet.errors import SamunetError
+from samunet.file_io import atomic_write, read_json, remove_temporaries, write_json
 from samunet.planners.experiment_planner import preprocessing_fields
 from samunet.preprocessing.storage import load_properties, open_case
 
@@ -38,56 +41,98 @@ def cache_folder(preprocessed_folder, plan, metadata, amp):
     return folder, key
 
 
+class FillExceedsBudget(Exception):
+    """The fill, timed on its second chunk, would not end within the time left."""
+
+    def __init__(self, slices, seconds):
+        super().__init__(f"{slices} slices, ~{seconds:.0f} s")
+        self.slices, self.seconds = slices, seconds
+
+
 class EmbeddingCache:
     def __init__(self, preprocessed_folder, data_folder, plan, metadata, amp):
         self.folder, self.key = cache_folder(preprocessed_folder, plan, metadata, amp)
         self.data_folder = data_folder
         self._arrays = {}
 
-    def _files(self, case_id):
-        return self.folder / f"{case_id}.npy", self.folder / f"{case_id}.json"
+    def _files(self, case_id, mirror=()):
+        """`mirror`: the slice axes the cached images were flipped along (() for none)."""
+        folder = self.folder / f"mirror_{''.join(map(str, mirror))}" if mirror else self.folder
+        return folder / f"{case_id}.npy", folder / f"{case_id}.json"
 
-    def is_current(self, case_id):
-        array, info = self._files(case_id)
+    def is_current(self, case_id, mirror=()):
+        array, info = self._files(case_id, mirror)
         if not (array.is_file() and info.is_file()):
             return False
-        return read_json(info).get("stamp") == load_properties(self.data_folder, case_id)["stamp"]
+        try:
+            return read_json(info).get("stamp") == load_properties(self.data_folder, case_id)["stamp"]
+        except (SamunetError, AttributeError):
+            return False
 
     @torch.no_grad()
-    def fill(self, case_ids, model, mapper, amp_context, batch_size=8, show_progress=True):
-        """Compute missing embeddings. Returns the number of slices encoded."""
-        todo = [c for c in case_ids if not self.is_current(c)]
+    def fill(self, case_ids, model, mapper, amp_context, batch_size=8, show_progress=True, mirrors=((),),
+             seconds_left=None):
+        """Compute missing embeddings of every case in each mirroring of `mirrors`. Returns the number of
+        slices encoded. `seconds_left` (a callable): after the second chunk, raise FillExceedsBudget when
+        the rest of the fill would not end in the time it returns (cases finished by then stay cached)."""
+        todo = {c: [m for m in mirrors if not self.is_current(c, m)] for c in case_ids}
+        todo = {c: m for c, m in todo.items() if m}
         if not todo:
             return 0
         self.folder.mkdir(parents=True, exist_ok=True)
+        for mirror in mirrors:  # the caller holds the dataset's lock
+            remove_temporaries(self._files("", mirror)[0].parent)
         write_json(self.key, self.folder / "cache_key.json")
-        total = sum(load_properties(self.data_folder, c)["shape_after_resampling"][0] for c in todo)
+        total = sum(load_properties(self.data_folder, c)["shape_after_resampling"][0] * len(m) for c, m in todo.items())
         model.eval()
         bar = tqdm(total=total, desc=f"caching embeddings ({self.folder.name})", disable=not show_progress, leave=False)
-        for case_id in todo:
+        began, encoded, timed = time.perf_counter(), 0, None
+        for case_id, case_mirrors in todo.items():
             data, _, props = open_case(self.data_folder, case_id)
             data = data[...]
-            chunks = []
-            for start in range(0, data.shape[1], batch_size):
-                images = mapper.images([data[:, s] for s in range(start, min(start + batch_size, data.shape[1]))])
-                with amp_context():
-                    chunks.append(model.encode(images).float().cpu().numpy().astype(np.float16))
-                bar.update(images.shape[0])
-            array_path, info_path = self._files(case_id)
-            tmp = array_path.with_name(f".{case_id}.npy")
-            with open(tmp, "wb") as f:
-                np.save(f, np.concatenate(chunks))
-            os.replace(tmp, array_path)
-            write_json({"stamp": props["stamp"]}, info_path)
-            self._arrays.pop(case_id, None)
+            for mirror in case_mirrors:
+                flipped = np.flip(data, axis=tuple(a + 2 for a in mirror))  # (C, S, H, W): slice axes are 2, 3
+                chunks = []
+                for first in range(0, data.shape[1], batch_size):
+                    stop = min(first + batch_size, data.shape[1])
+                    images = mapper.images([flipped[:, s] for s in range(first, stop)])
+                    with amp_context():
+                        chunks.append(model.encode(images).float().cpu().numpy().astype(np.float16))
+                    bar.update(images.shape[0])
+                    encoded += images.shape[0]
+                    if encoded == images.shape[0]:
+                        first_done = time.perf_counter()
+                    elif seconds_left is not None and timed is None:  # the second chunk times the rest (the first warms up)
+                        timed = (time.perf_counter() - first_done) / images.shape[0] * (total - encoded)
+                        if timed > seconds_left():
+                            bar.close()
+                            raise FillExceedsBudget(total, time.perf_counter() - began + timed)
+                array_path, info_path = self._files(case_id, mirror)
+                array = np.concatenate(chunks)
+                with atomic_write(array_path, lambda tmp: self._check(tmp, array.shape)) as tmp:
+                    with open(tmp, "wb") as f:
+                        np.save(f, array)
+                write_json({"stamp": props["stamp"]}, info_path)
+                self._arrays.pop((case_id, mirror), None)
         bar.close()
         return total
 
-    def embeddings(self, specs, device):
-        """(B, C, h, w) float tensor for a list of SliceSpec."""
+    @staticmethod
+    def _check(path, shape):
+        try:
+            ok = np.load(path, mmap_mode="r").shape == shape
+        except (OSError, ValueError):
+            ok = False
+        if not ok:
+            raise SamunetError(f"{path}: written incompletely")
+
+    def embeddings(self, specs, device, mirrors=None):
+        """(B, C, h, w) float tensor for a list of SliceSpec, each in its mirroring of `mirrors` (default:
+        none)."""
         out = []
-        for spec in specs:
-            if spec.case_id not in self._arrays:
-                self._arrays[spec.case_id] = np.load(self._files(spec.case_id)[0], mmap_mode="r")
-            out.append(np.asarray(self._arrays[spec.case_id][spec.slice_index], dtype=np.float32))
+        for spec, mirror in zip(specs, mirrors or [()] * len(specs)):
+            key = (spec.case_id, mirror)
+            if key not in self._arrays:
+                self._arrays[key] = np.load(self._files(*key)[0], mmap_mode="r")
+            out.append(np.asarray(self._arrays[key][spec.slice_index], dtype=np.float32))
         return torch.from_numpy(np.stack(out)).to(device)

@@ -1,6 +1,8 @@
 """Training log (text) and progress.png (loss, pseudo Dice with its moving average, learning rate)."""
 import matplotlib
 
+from samunet.file_io import atomic_write
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -18,5 +20,6 @@ def plot_progress(log, path):
     axes[2].set_xlabel("epoch")
     axes[2].legend()
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)

@@ -6,10 +6,11 @@ Multi-GPU (or multi-process CPU): `torchrun --nproc_per_node N -m samunet.traine
 """
 import argparse
 
-from samunet.cli_types import int_at_least, positive_float
+from samunet.cli_types import int_at_least, non_negative_float, positive_float
 from samunet.device import resolve_device
 from samunet.errors import SamunetError, cli_entry
-from samunet.file_io import read_json
+from samunet.planners.experiment_planner import PLANS_FILE
+from samunet.planners.plan_file import read_plan
 from samunet.models.strategies import STRATEGIES
 from samunet.paths import find_preprocessed_dataset, results_root
 from samunet.trainers.amp import default_amp
@@ -27,7 +28,7 @@ def build_parser():
     p.add_argument("--epochs", type=int_at_least(1), default=50)
     p.add_argument("--iters-per-epoch", type=int_at_least(1), default=250)
     p.add_argument("--batch-size", type=int_at_least(1), default=None, help="default: the plan's for this backbone")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 5e-4; 1e-4 for 'full')")
+    p.add_argument("--lr", type=positive_float, default=None, help="peak learning rate (default 5e-4; 1e-4 for 'full')")
     p.add_argument("--num-train-cases", type=int_at_least(1), default=None,
                    help="few-shot: train on the first N cases of the fold's training split")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
@@ -38,20 +39,23 @@ def build_parser():
     p.add_argument("-np", type=int_at_least(0), default=2, help="data loading worker processes (default 2)")
     p.add_argument("--no-cache", action="store_true", help="never cache embeddings of a frozen encoder")
     p.add_argument("--no-augmentation", action="store_true", help="train on slices as preprocessed")
+    p.add_argument("--cache-mirroring", action=argparse.BooleanOptionalAction, default=TrainConfig.cache_mirroring,
+                   help="cached training: also cache and train on mirrored slices (4x the cache fill), so that "
+                        "prediction can mirror")
     p.add_argument("--val-slices", type=int_at_least(1), default=100, help="slices in the per-epoch validation")
     p.add_argument("--seed", type=int, default=12345)
     p.add_argument("--time-budget", type=positive_float, default=None, metavar="MINUTES",
                    help="stop at the last whole epoch that fits this wall time (model building and the "
                         "embedding cache count; the final 3D validation does not); the LR decay is fitted to it")
-    p.add_argument("--ce-weight", type=float, default=0.2)
-    p.add_argument("--dice-weight", type=float, default=0.8)
+    p.add_argument("--ce-weight", type=non_negative_float, default=0.2)
+    p.add_argument("--dice-weight", type=non_negative_float, default=0.8)
     p.add_argument("--lora-rank", type=int_at_least(1), default=4)
     return p
 
 
 def train(args, show_progress=True):
     preprocessed = find_preprocessed_dataset(args.dataset)
-    plan = read_json(preprocessed / "samunet_plans.json")
+    plan = read_plan(preprocessed / PLANS_FILE)
     backbone = args.backbone or plan["default_backbone"]
     if args.fold != "all" and not args.fold.isdigit():
         raise SamunetError(f"fold must be a number or 'all', got '{args.fold}'")
@@ -61,18 +65,22 @@ def train(args, show_progress=True):
         iters_per_epoch=args.iters_per_epoch, batch_size=args.batch_size, lr=args.lr,
         ce_weight=args.ce_weight, dice_weight=args.dice_weight, num_train_cases=args.num_train_cases,
         amp=args.amp or default_amp(device), num_workers=args.np, use_cache=not args.no_cache,
-        augment=not args.no_augmentation, val_slices=args.val_slices, seed=args.seed, lora_rank=args.lora_rank,
-        time_budget_minutes=args.time_budget,
+        augment=not args.no_augmentation, cache_mirroring=args.cache_mirroring, val_slices=args.val_slices,
+        seed=args.seed, lora_rank=args.lora_rank, time_budget_minutes=args.time_budget,
     )
     configuration = results_root() / preprocessed.name / f"{args.strategy}__{backbone}"
     output = configuration / f"fold_{args.fold}"
     latest, final = output / "checkpoint_latest.pth", output / "checkpoint_final.pth"
+    validate_only = args.val
     if args.val:
         if not final.is_file():
             raise SamunetError(f"{final}: not trained yet (no final checkpoint)")
     elif args.c and final.is_file() and not latest.is_file():
-        print(f"{output}: training already finished")
-        return None
+        if (output / "validation" / "summary.json").is_file():
+            print(f"{output}: training already finished")
+            return None
+        print(f"{output}: training finished; running its final validation, which did not complete")
+        validate_only = True
     elif not args.c and (latest.is_file() or final.is_file()):
         raise SamunetError(f"{output}: holds a trained or started fold; pass --c to continue or remove the folder")
 
@@ -85,7 +93,7 @@ def train(args, show_progress=True):
             copy_run_description(preprocessed, configuration)
             trainer.write_log(f"{cls.__name__}: {args.strategy} on {backbone}, fold {args.fold}, device {device}, "
                               f"amp {config.amp}, batch {trainer.batch_size}, {len(trainer.train_cases)} training cases")
-        if args.val:
+        if validate_only:
             trainer.load(final)
             summary = trainer.write_validation_summary() if dist_info.is_main else None
             return summary

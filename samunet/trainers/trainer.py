@@ -7,7 +7,6 @@ slice, from disk: the same loop with the input methods replaced. Strategies them
 (samunet/models/strategies.py), not trainers.
 """
 import copy
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,14 +19,19 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from samunet.errors import SamunetError
-from samunet.file_io import read_json, write_json
+from samunet.file_io import copy_file, folder_lock, read_json, write_json
 from samunet.models.build import PeftConfig, build_model
 from samunet.models.checkpoint import load_trainable, read_checkpoint, save_checkpoint
 from samunet.models.inference_precision import for_inference
 from samunet.models.strategies import get_strategy
+from samunet.planners.experiment_planner import PLANS_FILE
+from samunet.planners.plan_file import read_plan, read_splits
+from samunet.planners.splits import SPLITS_FILE
+from samunet.preprocessing.storage import case_files
 from samunet.trainers.amp import amp_dtype, autocast_factory, grad_scaler
+from samunet.trainers.augmentation import MIRROR_AXES, mirror_combinations
 from samunet.trainers.distributed import barrier
-from samunet.trainers.embedding_cache import EmbeddingCache
+from samunet.trainers.embedding_cache import EmbeddingCache, FillExceedsBudget
 from samunet.trainers.input_mapping import InputMapper
 from samunet.trainers.loss import ce_dice_loss
 from samunet.trainers.lr_schedule import warmup_poly
@@ -57,9 +61,10 @@ class TrainConfig:
     num_workers: int = 0
     use_cache: bool = True
     augment: bool = True
+    cache_mirroring: bool = False  # cached training: also cache mirrored slices, train on them, mirror at inference
     val_slices: int = 100
     seed: int = 12345
-    time_budget_minutes: float = None  # stop (and end the LR decay) at whole epochs within this wall time
+    time_budget_minutes: float = None  # end the LR decay at the whole epochs that fit this wall time; stop there
     lora_rank: int = 4
     lora_alpha: float = 4.0
     lora_dropout: float = 0.0
@@ -99,14 +104,14 @@ class SamTrainer:
         self.preprocessed = Path(preprocessed_folder)
         self.output = Path(output_folder)
         self.show_progress = show_progress and dist_info.is_main
-        self.plan = read_json(self.preprocessed / "samunet_plans.json")
+        self.plan = read_plan(self.preprocessed / PLANS_FILE)
         self.dataset_json = read_json(self.preprocessed / "dataset.json")
         self.data_folder = self.preprocessed / self.plan["data_identifier"]
         if not self.data_folder.is_dir():
             raise SamunetError(f"{self.data_folder}: not preprocessed yet; run samunet_preprocess first")
         if config.backbone not in self.plan["backbones"]:
-            raise SamunetError(f"backbone {config.backbone} is not in {self.preprocessed / 'samunet_plans.json'}")
-        splits = read_json(self.preprocessed / "splits_final.json")
+            raise SamunetError(f"backbone {config.backbone} is not in {self.preprocessed / PLANS_FILE}")
+        splits = read_splits(self.preprocessed / SPLITS_FILE)
         all_cases = sorted(p.stem for p in self.data_folder.glob("*.json"))
         self.train_cases, self.val_cases = fold_cases(splits, config.fold, all_cases)
         if config.num_train_cases is not None:
@@ -116,6 +121,10 @@ class SamTrainer:
         missing = sorted(set(self.train_cases + self.val_cases) - set(all_cases))
         if missing:
             raise SamunetError(f"{self.data_folder}: cases of the split are not preprocessed: {', '.join(missing[:5])}")
+        for case_id in sorted(set(self.train_cases + self.val_cases)):
+            for path in case_files(self.data_folder, case_id):
+                if not path.is_file():
+                    raise SamunetError(f"{path}: missing; run samunet_preprocess again to redo the case")
 
         backbone_plan = self.plan["backbones"][config.backbone]
         self.batch_size = config.batch_size or backbone_plan["batch_size"]
@@ -126,6 +135,7 @@ class SamTrainer:
         self.model = build_model(config.backbone, config.strategy, len(class_names),
                                  input_size=backbone_plan["input_size"], checkpoint=base_checkpoint,
                                  class_names=class_names, peft=peft).to(device)
+        self.model.metadata["mirroring_axes"] = self.mirroring_axes()  # prediction mirrors along these only
         self.mapper = InputMapper(self.plan["intensity_mapping"]["window_per_channel"],
                                   backbone_plan["input_range"], self.model.input_size, device)
         self.autocast = autocast_factory(device, config.amp)
@@ -146,7 +156,11 @@ class SamTrainer:
         self.best_ema = -1.0
         self.prepared = False
 
-    # --- the two places where cached training differs -------------------------------------------
+    # --- the places where cached training differs -----------------------------------------------
+    def mirroring_axes(self):
+        """Slice axes that training shows mirrored, recorded in checkpoints (inference/mirroring.py)."""
+        return list(MIRROR_AXES) if self.cfg.augment else []
+
     def _trained_module(self):
         return self.model
 
@@ -188,7 +202,24 @@ class SamTrainer:
         self.scheduler.step()
         return loss.detach().item()
 
+    def seconds_left(self):
+        """Of the time budget (None without one)."""
+        if self.cfg.time_budget_minutes is None:
+            return None
+        return self.cfg.time_budget_minutes * 60 - (time.perf_counter() - self.started)
+
+    def out_of_time(self):
+        """Whether the time budget is spent; rank 0 decides for all ranks."""
+        if self.cfg.time_budget_minutes is None:
+            return False
+        flag = torch.tensor([int(self.dist.is_main and self.seconds_left() <= 0)])
+        if self.dist.enabled:
+            torch.distributed.broadcast(flag, src=0)
+        return bool(flag.item())
+
     def train_epoch(self, epoch):
+        """Train one epoch; returns its losses. Stops early, mid-epoch, when the time budget is spent
+        (the whole-epoch estimate of _last_epoch_in_budget can be off when epochs are long or slow down)."""
         self.model.train()
         torch.manual_seed(self.cfg.seed + epoch)  # dropout etc.: same draws after a resume
         batches = self._rank_share(self.sampler.epoch_batches(epoch, self.cfg.iters_per_epoch, self.batch_size))
@@ -198,6 +229,11 @@ class SamTrainer:
             losses.append(self.train_step(inputs, targets))
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
             bar.update()
+            if len(losses) < len(batches) and self.out_of_time():
+                if self.dist.is_main:
+                    self.write_log(f"time budget of {self.cfg.time_budget_minutes:g} min spent after iteration "
+                                   f"{len(losses)} of epoch {epoch}: stopping")
+                break
         bar.close()
         return losses
 
@@ -234,7 +270,8 @@ class SamTrainer:
                 dice = self.evaluate(self.val_specs)
                 self._record(epoch, losses, dice, time.perf_counter() - start)
             barrier(self.dist)
-            if self.cfg.time_budget_minutes is not None and self._last_epoch_in_budget(epoch, first) <= epoch:
+            if self.cfg.time_budget_minutes is not None and (
+                    self.out_of_time() or self._last_epoch_in_budget(epoch, first) <= epoch):
                 if self.dist.is_main:
                     self.write_log(f"time budget of {self.cfg.time_budget_minutes:g} min: stopping after epoch {epoch}")
                 break
@@ -317,10 +354,13 @@ class SamTrainer:
         self.start_epoch = payload["epoch"]
         self.log = payload["log"]
         self.best_ema = payload["best_ema"]
+        # what the loaded model was trained with so far (none for checkpoints from before the record)
+        self.model.metadata["mirroring_axes"] = payload["metadata"].get("mirroring_axes", [])
 
     def write_validation_summary(self):
-        """Predict the fold's validation cases in 3D (no TTA), write them with their probabilities to
-        validation/, and evaluate them against the reference labels in mm -> validation/summary.json."""
+        """Predict the fold's validation cases in 3D as samunet_predict would (mirroring along the axes
+        training mirrored), write them with their probabilities to validation/, and evaluate them against
+        the reference labels in mm -> validation/summary.json."""
         # Imported here: the inference stage itself builds on trainers.input_mapping and trainers.amp.
         from samunet.evaluation.evaluate_cli import evaluate_folders
         from samunet.inference.predictor import SlicePredictor
@@ -333,15 +373,17 @@ class SamTrainer:
             raise SamunetError(f"{gt_folder}: missing; run samunet_preprocess again to create it")
         # A copy: the predictor turns its models into inference models (models/inference_precision.py).
         predictor = SlicePredictor([copy.deepcopy(self.model)], self.plan, self.dataset_json, self.device,
-                                   self.cfg.amp, self.batch_size, use_tta=False)
+                                   self.cfg.amp, self.batch_size)
         out = self.output / "validation"
         for case_id in tqdm(self.val_cases, desc="validation (3D)", disable=not self.show_progress, leave=False):
             data, _, properties = load_case(self.data_folder, case_id)
             restore_and_write(case_id, predictor.predict_preprocessed(data), properties, out,
                               self.dataset_json["file_ending"], save_probabilities=True)
         labels = sorted(v for v in self.plan["labels"].values() if v)
-        summary = evaluate_folders(gt_folder, out, labels, num_processes=1)
+        ending = self.dataset_json["file_ending"]
+        summary = evaluate_folders(gt_folder, out, labels, num_processes=1, cases=[f"{c}{ending}" for c in self.val_cases])
         summary["class_names"] = {str(v): n for n, v in self.plan["labels"].items() if v}
+        summary["mirroring_axes"] = predictor.mirroring_axes
         write_json(summary, out / "summary.json")
         self.write_log(f"validation (3D, {len(self.val_cases)} cases): mean foreground Dice "
                        f"{summary['foreground_mean']['Dice']:.4f}, HD95 {summary['foreground_mean']['HD95']:.2f} mm")
@@ -383,37 +425,71 @@ class FrozenEncoderTrainer(SamTrainer):
 class CachedEmbeddingTrainer(FrozenEncoderTrainer):
     """Frozen encoder: embeddings are computed once per slice and read from disk each epoch.
 
-    The cache holds un-augmented slices, so training sees each slice as preprocessed (train with
-    --no-cache to combine a frozen encoder with image augmentation)."""
+    The cache holds un-augmented slices, so training sees each slice as preprocessed, or with
+    --cache-mirroring in one of its four mirrorings (each cached) drawn per slice; train with --no-cache
+    to combine a frozen encoder with the whole image augmentation. When filling the cache would take
+    longer than what is left of --time-budget, the run trains uncached instead (FrozenEncoderTrainer)."""
 
     def __init__(self, *args, **kwargs):
+        self.cached = True  # False once the fill is found not to fit the time budget
         super().__init__(*args, **kwargs)
         self.cache = EmbeddingCache(self.preprocessed, self.data_folder, self.plan, self.model.metadata,
                                     self.cfg.amp)
         self.label_source = SliceDataset(self.data_folder, augment=False)
+        self.mirrors = mirror_combinations(self.mirroring_axes())
         self.fill_seconds = 0.0
+
+    def mirroring_axes(self):
+        if not self.cached:
+            return super().mirroring_axes()
+        return list(MIRROR_AXES) if self.cfg.augment and self.cfg.cache_mirroring else []
 
     def prepare(self):
         self.prepared = True
+        cached = torch.tensor([1])
         if self.dist.is_main:
             start = time.perf_counter()
-            encoded = self.cache.fill(sorted(set(self.train_cases + self.val_cases)), self._inference_copy(),
-                                      self.mapper, self.autocast, self.batch_size, self.show_progress)
+            try:
+                with folder_lock(self.preprocessed, "an embedding-cache fill"):
+                    encoded = self.cache.fill(sorted(set(self.train_cases + self.val_cases)), self._inference_copy(),
+                                              self.mapper, self.autocast, self.batch_size, self.show_progress,
+                                              self.mirrors, self.seconds_left if self.cfg.time_budget_minutes else None)
+                if encoded:
+                    self.write_log(f"embedding cache: encoded {encoded} slices in {time.perf_counter() - start:.1f} s "
+                                   f"-> {self.cache.folder}")
+            except FillExceedsBudget as late:
+                cached[0] = 0
+                self.write_log(f"embedding cache: encoding {late.slices} slices would take ~{late.seconds / 60:.1f} min, "
+                               f"more than the {max(0.0, self.seconds_left()) / 60:.1f} min left of the time budget: "
+                               "training without the cache (each batch encoded as drawn, with augmentation)")
             self.fill_seconds = time.perf_counter() - start
-            if encoded:
-                self.write_log(f"embedding cache: encoded {encoded} slices in {self.fill_seconds:.1f} s -> {self.cache.folder}")
-        self.frozen = None  # every epoch reads the cache; the encoder copy is no longer needed
+        if self.dist.enabled:
+            torch.distributed.broadcast(cached, src=0)
+        self.cached = bool(cached.item())
+        self.model.metadata["mirroring_axes"] = self.mirroring_axes()
+        if self.cached:
+            self.frozen = None  # every epoch reads the cache; the encoder copy is no longer needed
         barrier(self.dist)
 
-    def _labels(self, specs):
-        return self.mapper.labels([self.label_source[s][1] for s in specs])
+    def _labels(self, specs, mirrors):
+        return self.mapper.labels([np.flip(self.label_source[s][1], m) for s, m in zip(specs, mirrors)])
+
+    def _mirror(self, spec):
+        """The cached mirroring a training slice is shown in: from its augmentation seed (reproducible)."""
+        return self.mirrors[spec.augmentation_seed % len(self.mirrors)]
 
     def _epoch_inputs(self, batches):
+        if not self.cached:
+            yield from super()._epoch_inputs(batches)
+            return
         for specs in batches:
-            yield self.cache.embeddings(specs, self.device), self._labels(specs)
+            mirrors = [self._mirror(s) for s in specs]
+            yield self.cache.embeddings(specs, self.device, mirrors), self._labels(specs, mirrors)
 
     def _plain_inputs(self, specs):
-        return self.cache.embeddings(specs, self.device), self._labels(specs)
+        if not self.cached:
+            return super()._plain_inputs(specs)
+        return self.cache.embeddings(specs, self.device), self._labels(specs, [()] * len(specs))
 
 
 def trainer_class(strategy, use_cache):
@@ -424,6 +500,5 @@ def trainer_class(strategy, use_cache):
 
 def copy_run_description(preprocessed_folder, configuration_folder):
     """The plan and dataset.json beside the trained folds, so prediction needs nothing else."""
-    configuration_folder.mkdir(parents=True, exist_ok=True)
-    for name in ("samunet_plans.json", "dataset.json"):
-        shutil.copyfile(Path(preprocessed_folder) / name, configuration_folder / name)
+    for name in (PLANS_FILE, "dataset.json"):
+        copy_file(Path(preprocessed_folder) / name, configuration_folder / name)

@@ -1,0 +1,97 @@
+"""Reading samunet_plans.json and splits_final.json, the two files users are invited to edit: every later
+stage reads them through here, and a file of the wrong structure stops the command with one line naming
+the file and the offending key, instead of a traceback somewhere downstream."""
+from samunet.errors import SamunetError
+from samunet.file_io import read_json
+
+NORMALIZATION_SCHEMES = ("ct", "zscore", "rgb_to_0_1", "none")
+
+
+def _integer(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _numbers(n, positive=False):
+    return lambda v: isinstance(v, list) and len(v) == n and all(_number(x) and (x > 0 or not positive) for x in v)
+
+
+def _permutation(v):
+    return isinstance(v, list) and sorted(v) == [0, 1, 2] and all(_integer(x) for x in v)
+
+
+def _window(v):
+    return _numbers(2)(v) and v[0] < v[1]
+
+
+def _backbone(v):
+    return (isinstance(v, dict) and _integer(v.get("input_size")) and v["input_size"] > 0
+            and _numbers(2)(v.get("input_range")) and _integer(v.get("batch_size")) and v["batch_size"] >= 1)
+
+
+# key path -> (check, what the value must be)
+PLAN_CHECKS = {
+    "data_identifier": (lambda v: isinstance(v, str) and v.isidentifier(), "a folder name"),
+    "labels": (lambda v: isinstance(v, dict) and v and all(_integer(x) and x >= 0 for x in v.values()),
+               "an object mapping class names to integer label values"),
+    "channel_names": (lambda v: isinstance(v, dict) and v and all(k.isdigit() for k in v), "an object {\"0\": name, ...}"),
+    "slicing_axis": (lambda v: v in (0, 1, 2) and _integer(v), "0, 1 or 2"),
+    "transpose_forward": (_permutation, "a permutation of [0, 1, 2]"),
+    "transpose_backward": (_permutation, "a permutation of [0, 1, 2]"),
+    "target_spacing_3d": (_numbers(3, positive=True), "3 positive numbers"),
+    "in_plane_spacing_transposed": (_numbers(2, positive=True), "2 positive numbers"),
+    "normalization": (lambda v: isinstance(v, list) and v and all(isinstance(n, dict) and n.get("scheme") in
+                                                                     NORMALIZATION_SCHEMES for n in v),
+                      f"a list with one {{\"scheme\": ...}} per channel ({', '.join(NORMALIZATION_SCHEMES)})"),
+    "intensity_mapping.window_per_channel": (lambda v: isinstance(v, list) and v and all(_window(w) for w in v),
+                                             "a list of [lo, hi] with lo < hi, one per channel"),
+    "backbones": (lambda v: isinstance(v, dict) and v and all(_backbone(b) for b in v.values()),
+                  "an object of backbones, each with integer input_size and batch_size and a 2-number input_range"),
+    "default_backbone": (lambda v: isinstance(v, str), "a backbone name"),
+}
+
+
+def _lookup(data, dotted):
+    for key in dotted.split("."):
+        if not isinstance(data, dict) or key not in data:
+            return KeyError
+        data = data[key]
+    return data
+
+
+def check_plan(plan, path):
+    if not isinstance(plan, dict):
+        raise SamunetError(f"{path}: not a samunet plan (a JSON object is expected)")
+    for key, (check, expected) in PLAN_CHECKS.items():
+        value = _lookup(plan, key)
+        if value is KeyError:
+            raise SamunetError(f"{path}: key '{key}' is missing")
+        if not check(value):
+            raise SamunetError(f"{path}: '{key}' must be {expected}, not {value!r:.80}")
+    channels = len(plan["channel_names"])
+    for key in ("normalization", "intensity_mapping.window_per_channel"):
+        if len(_lookup(plan, key)) != channels:
+            raise SamunetError(f"{path}: '{key}' must have one entry per channel ({channels})")
+    if plan["default_backbone"] not in plan["backbones"]:
+        raise SamunetError(f"{path}: 'default_backbone' {plan['default_backbone']!r} is not among 'backbones'")
+    return plan
+
+
+def read_plan(path):
+    return check_plan(read_json(path), path)
+
+
+def read_splits(path):
+    """A list of folds, each {"train": [case ids], "val": [case ids]}."""
+    splits = read_json(path)
+    if not isinstance(splits, list) or not splits:
+        raise SamunetError(f"{path}: must be a non-empty list of folds {{\"train\": [...], \"val\": [...]}}")
+    for i, fold in enumerate(splits):
+        for key in ("train", "val"):
+            cases = fold.get(key) if isinstance(fold, dict) else None
+            if not isinstance(cases, list) or not cases or not all(isinstance(c, str) for c in cases):
+                raise SamunetError(f"{path}: fold {i} key '{key}' must be a non-empty list of case ids")
+    return splits

@@ -1,0 +1,161 @@
+"""Test-time mirroring only along the axes a model's training mirrored: recorded in the checkpoint, used by
+prediction, the final validation and find_best_configuration; ensembles use the intersection."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from samunet.file_io import read_json
+from samunet.inference.predict_cli import main as predict
+from samunet.inference.predictor import SlicePredictor
+from samunet.trainers.distributed import DistInfo
+from samunet.trainers.run_training import train
+from samunet.trainers.trainer import CachedEmbeddingTrainer, TrainConfig
+
+from training_helpers import prepare_dataset, train_args
+
+ALL_FLIPS = [(), (-2,), (-1,), (-2, -1)]
+
+
+@pytest.fixture
+def dataset(make_dataset, env):
+    return prepare_dataset(make_dataset, env, num_cases=4)
+
+
+def configuration(env, name):
+    return env.results / "Dataset990_Synthetic" / name
+
+
+def flips_seen(predictor):
+    """Run one batch of asymmetric slices through `predictor`; returns, per model call, which flip of the
+    mapped input the model was given (a tuple of tensor dims; None: none of the four)."""
+    rng = np.random.default_rng(0)
+    slices = [rng.normal(size=(1, 20, 17)).astype(np.float32) for _ in range(3)]
+    images = predictor.mapper.images(slices)
+    seen = []
+    for model in predictor.models:
+        model.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+    predictor._slice_probabilities(slices)
+
+    def which(x):
+        return next((f for f in ALL_FLIPS if torch.equal(x, images.flip(f) if f else images)), None)
+
+    return [which(x) for x in seen]
+
+
+def test_checkpoints_record_what_training_mirrored_and_prediction_follows(dataset, env, tmp_path, capsys):
+    # cached decoder: slices as preprocessed, never mirrored; uncached (augmented) linear head: both axes
+    train(train_args("decoder", "--epochs", "1", "--iters-per-epoch", "2", "--val-slices", "4"), show_progress=False)
+    train(train_args("linear_head", "--no-cache", "--epochs", "1", "--iters-per-epoch", "2", "--val-slices", "4"),
+          show_progress=False)
+    train(train_args("cnn_head", "--no-cache", "--no-augmentation", "--epochs", "1", "--iters-per-epoch", "1",
+                     "--val-slices", "4"), show_progress=False)
+    decoder, linear, cnn = (configuration(env, f"{s}__tiny") for s in ("decoder", "linear_head", "cnn_head"))
+    assert read_json(decoder / "fold_0" / "checkpoint_final.json")["mirroring_axes"] == []
+    assert read_json(linear / "fold_0" / "checkpoint_final.json")["mirroring_axes"] == [0, 1]
+    assert read_json(cnn / "fold_0" / "checkpoint_final.json")["mirroring_axes"] == []
+    # the final validation predicts as samunet_predict does
+    assert read_json(decoder / "fold_0" / "validation" / "summary.json")["mirroring_axes"] == []
+    assert read_json(linear / "fold_0" / "validation" / "summary.json")["mirroring_axes"] == [0, 1]
+
+    assert flips_seen(SlicePredictor.from_model_folder(decoder, ["0"])) == [()]
+    assert sorted(flips_seen(SlicePredictor.from_model_folder(linear, ["0"]))) == sorted(ALL_FLIPS)
+    assert flips_seen(SlicePredictor.from_model_folder(linear, ["0"], use_tta=False)) == [()]
+    assert flips_seen(SlicePredictor.from_model_folder([decoder, linear], ["0"])) == [(), ()]  # intersection: none
+
+    images = env.raw / "Dataset990_Synthetic" / "imagesTr"
+    predict(["-i", str(images), "-o", str(tmp_path / "p1"), "-s", "linear_head", "-b", "tiny", "-npp", "1", "-nps", "1"])
+    assert "test-time mirroring of slice rows and columns, as in training (4 passes" in capsys.readouterr().out
+    info = read_json(tmp_path / "p1" / "prediction_info.json")
+    assert info["tta"] is True and info["mirroring_axes"] == [0, 1]
+    predict(["-i", str(images), "-o", str(tmp_path / "p2"), "-s", "decoder", "-b", "tiny", "-npp", "1", "-nps", "1"])
+    assert "test-time mirroring: none (the model was not trained on mirrored slices)" in capsys.readouterr().out
+    assert read_json(tmp_path / "p2" / "prediction_info.json")["mirroring_axes"] == []
+    predict(["-i", str(images), "-o", str(tmp_path / "p3"), "-s", "decoder", "linear_head", "-b", "tiny",
+             "-npp", "1", "-nps", "1"])
+    assert read_json(tmp_path / "p3" / "prediction_info.json")["mirroring_axes"] == []
+
+
+def test_an_ensemble_mirrors_along_the_axes_all_members_allow(dataset, env):
+    train(train_args("linear_head", "--no-cache", "--epochs", "1", "--iters-per-epoch", "1", "--val-slices", "4"),
+          show_progress=False)
+    folder = configuration(env, "linear_head__tiny")
+    rows_only = SlicePredictor.from_model_folder(folder, ["0"]).models
+    both = SlicePredictor.from_model_folder(folder, ["0"]).models
+    rows_only[0].metadata["mirroring_axes"] = [0]
+    predictor = SlicePredictor(rows_only + both, read_json(folder / "samunet_plans.json"),
+                               read_json(folder / "dataset.json"))
+    assert predictor.mirroring_axes == [0]
+    assert flips_seen(predictor) == [(), (-2,), (), (-2,)]  # each model: identity and rows flipped, nothing else
+
+
+def test_an_older_checkpoint_without_the_record_is_not_mirrored(dataset, env, tmp_path, capsys):
+    train(train_args("linear_head", "--no-cache", "--epochs", "1", "--iters-per-epoch", "1", "--val-slices", "4"),
+          show_progress=False)
+    path = configuration(env, "linear_head__tiny") / "fold_0" / "checkpoint_final.pth"
+    payload = torch.load(path, weights_only=True)
+    del payload["metadata"]["mirroring_axes"]  # as samunet wrote checkpoints before the record
+    torch.save(payload, path)
+    capsys.readouterr()
+    predict(["-i", str(env.raw / "Dataset990_Synthetic" / "imagesTr"), "-o", str(tmp_path / "p"), "-npp", "1", "-nps", "1"])
+    captured = capsys.readouterr()
+    notices = [line for line in captured.err.splitlines() if "records no training augmentation" in line]
+    assert len(notices) == 1 and str(path) in notices[0] and "predicted without mirroring" in notices[0]
+    assert "test-time mirroring: none" in captured.out
+    assert read_json(tmp_path / "p" / "prediction_info.json")["mirroring_axes"] == []
+    assert flips_seen(SlicePredictor.from_model_folder(path.parents[1], ["0"])) == [()]
+
+
+def test_cache_mirroring_trains_on_mirrored_embeddings_with_mirrored_labels(dataset, env):
+    config = TrainConfig(strategy="decoder", backbone="tiny", fold="0", epochs=1, iters_per_epoch=4, batch_size=4,
+                         cache_mirroring=True, val_slices=4)
+    trainer = CachedEmbeddingTrainer(config, dataset, env.results / "m" / "fold_0", torch.device("cpu"), DistInfo(),
+                                     show_progress=False)
+    assert trainer.model.metadata["mirroring_axes"] == [0, 1]
+    trainer.prepare()
+    cases = sorted(set(trainer.train_cases + trainer.val_cases))
+    for sub in ("mirror_0", "mirror_1", "mirror_01"):
+        assert sorted(p.stem for p in (trainer.cache.folder / sub).glob("*.npy")) == cases
+    # each mirrored embedding is the encoder's output for the mirrored slice (not the mirrored embedding)
+    spec = trainer.val_specs[0]
+    image = trainer.label_source[spec][0]
+    for mirror in ((), (0,), (1,), (0, 1)):
+        stored = np.load(trainer.cache._files(spec.case_id, mirror)[0])[spec.slice_index].astype(np.float32)
+        flipped = np.ascontiguousarray(np.flip(image, [a + 1 for a in mirror]))  # (C, H, W)
+        encoded = trainer._encode(trainer.mapper.images([flipped]))[0].numpy()
+        np.testing.assert_allclose(stored, encoded, atol=1e-2, rtol=1e-2)
+        if mirror:
+            unmirrored = np.load(trainer.cache._files(spec.case_id)[0])[spec.slice_index].astype(np.float32)
+            assert np.abs(stored - unmirrored).max() > 0.1
+    # a training batch pairs each slice's embedding and label in the same mirroring, all four in use
+    batches = trainer.sampler.epoch_batches(0, 4, 4)
+    seen = set()
+    for specs, (embeddings, targets) in zip(batches, trainer._epoch_inputs(batches)):
+        for i, spec in enumerate(specs):
+            mirror = trainer._mirror(spec)
+            seen.add(mirror)
+            stored = np.load(trainer.cache._files(spec.case_id, mirror)[0])[spec.slice_index]
+            np.testing.assert_array_equal(embeddings[i].numpy(), stored.astype(np.float32))
+            label = np.flip(trainer.label_source[spec][1], mirror)
+            assert torch.equal(targets[i], trainer.mapper.labels([np.ascontiguousarray(label)])[0])
+    assert seen == {(), (0,), (1,), (0, 1)}
+    trainer.run()
+    assert read_json(env.results / "m" / "fold_0" / "checkpoint_final.json")["mirroring_axes"] == [0, 1]
+    # a run without mirroring shares the cache's unmirrored embeddings and encodes nothing new
+    plain = CachedEmbeddingTrainer(TrainConfig(strategy="linear_head", backbone="tiny", fold="0"), dataset,
+                                   env.results / "p", torch.device("cpu"), DistInfo(), show_progress=False)
+    assert plain.cache.folder == trainer.cache.folder and plain.mirrors == [()]
+    assert plain.cache.fill(cases, plain.model, plain.mapper, plain.autocast, mirrors=plain.mirrors) == 0
+
+
+def test_best_configuration_names_the_mirroring_prediction_will_use(dataset, env, capsys):
+    from samunet.evaluation.find_best_configuration import main as find_best
+
+    train(train_args("decoder", "--epochs", "1", "--iters-per-epoch", "1", "--val-slices", "4"), show_progress=False)
+    train(train_args("linear_head", "--no-cache", "--epochs", "1", "--iters-per-epoch", "1", "--val-slices", "4"),
+          show_progress=False)
+    find_best(["990", "-f", "0"])
+    best = read_json(configuration(env, "best_configuration.json"))
+    expected = {"decoder__tiny": [], "linear_head__tiny": [0, 1], "decoder__tiny+linear_head__tiny": []}
+    assert best["mirroring_axes"] == expected[best["configuration"]], json.dumps(best)
