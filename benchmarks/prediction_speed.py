@@ -40,7 +40,7 @@ def samunet_checkpoint(work):
     from samunet.file_io import read_json
     from samunet.models.build import build_model
     from samunet.models.checkpoint import save_checkpoint
-    from samunet.trainers.augmentation import MIRROR_AXES
+    from samunet.trainers.augmentation import MIRROR_AXES, MIRRORING_RECORD
     from samunet.trainers.trainer import copy_run_description
 
     pre = work / "sam_pre" / "Dataset501_Hippocampus"
@@ -49,7 +49,7 @@ def samunet_checkpoint(work):
     size = plan["backbones"]["litemedsam"]["input_size"]
     print(f"samunet: LiteMedSAM at input size {size} (the plan's)")
     model = build_model("litemedsam", "lora_both", len(names), input_size=size, class_names=names)
-    model.metadata["mirroring_axes"] = list(MIRROR_AXES)  # as lora_both training with augmentation records
+    model.metadata[MIRRORING_RECORD] = list(MIRROR_AXES)  # as lora_both training with augmentation records
     conf = work / "sam_res" / "Dataset501_Hippocampus" / "lora_both__litemedsam"
     copy_run_description(pre, conf)
     save_checkpoint(conf / "fold_0" / "checkpoint_final.pth", model)

@@ -154,6 +154,28 @@ def test_interrupted_and_failed_writes_leave_nothing_under_final_names(trained, 
                    "synthetic_000.nii.gz: No space left on device")
 
 
+def test_a_full_disk_in_preprocessing_and_training_gives_one_line(make_dataset, env, capsys, monkeypatch):
+    import blosc2
+
+    from samunet.plan_and_preprocess import main as plan_and_preprocess
+
+    make_dataset(num_cases=3)
+    with monkeypatch.context() as patch:
+        patch.setattr(blosc2, "asarray", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("Error while writing")))
+        one_line_error(capsys, plan_and_preprocess, ["-d", "990", "-np", "1"], "synthetic_000.b2nd: cannot be written")
+    folder = env.preprocessed / "Dataset990_Synthetic" / "samunet_2d"
+    assert no_temporaries(folder) and not list(folder.glob("*.b2nd"))
+    plan_and_preprocess(["-d", "990", "-np", "1"])
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "save", lambda *a, **k: (_ for _ in ()).throw(
+            RuntimeError("[enforce fail at inline_container.cc:783] . PytorchStreamWriter failed writing file")))
+        one_line_error(capsys, samunet_train, ["990", "linear_head", "0", "-b", "tiny", "--epochs", "1",
+                                               "--iters-per-epoch", "1", "-np", "0"],
+                       "checkpoint_latest.pth: cannot be written")
+    fold = env.results / "Dataset990_Synthetic" / "linear_head__tiny" / "fold_0"
+    assert not list(fold.glob("*.pth")) and no_temporaries(fold)
+
+
 def test_a_killed_prediction_leaves_no_partial_file(trained, tmp_path):
     out = tmp_path / "p"
     command = [sys.executable, "-c", "from samunet.inference.predict_cli import main; main()", "-i", str(trained),

@@ -9,9 +9,8 @@ without the record (written before samunet recorded it) allows none.
 """
 import sys
 
+from samunet.trainers.augmentation import MIRRORING_RECORD as RECORD
 from samunet.trainers.augmentation import mirror_combinations
-
-RECORD = "mirroring_axes"
 
 
 def allowed_mirroring_axes(metadatas):

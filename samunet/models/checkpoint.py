@@ -7,6 +7,7 @@
               weights, PEFT settings, parameter counts.
 Loading = build the backbone from its base weights, apply the strategy, load the deltas strictly.
 """
+import zipfile
 from pathlib import Path
 
 import torch
@@ -22,7 +23,7 @@ def save_checkpoint(path, model, extra=None):
     path = Path(path)
     trainable = {n: t.cpu().clone() for n, t in model.trainable_state().items()}
     payload = {"format": FORMAT, "metadata": model.metadata, "trainable": trainable, **(extra or {})}
-    with atomic_write(path, read_checkpoint) as tmp:  # read back before it replaces the previous one
+    with atomic_write(path, _check_archive) as tmp:  # checked before it replaces the previous one
         try:
             torch.save(payload, tmp)
         except RuntimeError as err:  # torch reports failed writes (a full disk) as RuntimeError
@@ -30,6 +31,16 @@ def save_checkpoint(path, model, extra=None):
     summary = dict(model.metadata, trainable_tensors=len(trainable),
                    trainable_parameters=sum(t.numel() for t in trainable.values()))
     write_json(summary, path.with_suffix(".json"))
+
+
+def _check_archive(path):
+    """torch.save writes a zip archive; a truncated one lacks its closing directory (cheap to check, unlike
+    reading the whole file back, which for a fully trained SAM ViT-H with its optimizer state is gigabytes)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            archive.infolist()
+    except (zipfile.BadZipFile, OSError):
+        raise SamunetError(f"{path}: written incompletely") from None
 
 
 def read_checkpoint(path):
@@ -80,6 +91,6 @@ def load_model(path, checkpoint=None, device="cpu"):
             f"found now are {model.metadata['base_weights'][:16]}...; pass the original file with --checkpoint"
         )
     load_trainable(model, payload, path)
-    if "mirroring_axes" in meta:  # what training augmented with: prediction mirrors along these only
-        model.metadata["mirroring_axes"] = meta["mirroring_axes"]
+    for key, value in meta.items():  # what the trainer added (e.g. the axes it mirrored) comes back too
+        model.metadata.setdefault(key, value)
     return model.to(device), payload

@@ -20,6 +20,7 @@ from batchgenerators.transforms.spatial_transforms import MirrorTransform, Spati
 # In-plane axes of a (H, W) slice that augmentation mirrors. Checkpoints record them, and prediction mirrors
 # (test-time augmentation) only along the axes a model was trained with.
 MIRROR_AXES = (0, 1)
+MIRRORING_RECORD = "mirroring_axes"  # the checkpoint metadata key: the axes a model's training mirrored
 
 
 def mirror_combinations(axes):

@@ -29,7 +29,7 @@ from samunet.planners.plan_file import read_plan, read_splits
 from samunet.planners.splits import SPLITS_FILE
 from samunet.preprocessing.storage import case_files
 from samunet.trainers.amp import amp_dtype, autocast_factory, grad_scaler
-from samunet.trainers.augmentation import MIRROR_AXES, mirror_combinations
+from samunet.trainers.augmentation import MIRROR_AXES, MIRRORING_RECORD, mirror_combinations
 from samunet.trainers.distributed import barrier
 from samunet.trainers.embedding_cache import EmbeddingCache, FillExceedsBudget
 from samunet.trainers.input_mapping import InputMapper
@@ -135,7 +135,7 @@ class SamTrainer:
         self.model = build_model(config.backbone, config.strategy, len(class_names),
                                  input_size=backbone_plan["input_size"], checkpoint=base_checkpoint,
                                  class_names=class_names, peft=peft).to(device)
-        self.model.metadata["mirroring_axes"] = self.mirroring_axes()  # prediction mirrors along these only
+        self.model.metadata[MIRRORING_RECORD] = self.mirroring_axes()  # prediction mirrors along these only
         self.mapper = InputMapper(self.plan["intensity_mapping"]["window_per_channel"],
                                   backbone_plan["input_range"], self.model.input_size, device)
         self.autocast = autocast_factory(device, config.amp)
@@ -355,7 +355,7 @@ class SamTrainer:
         self.log = payload["log"]
         self.best_ema = payload["best_ema"]
         # what the loaded model was trained with so far (none for checkpoints from before the record)
-        self.model.metadata["mirroring_axes"] = payload["metadata"].get("mirroring_axes", [])
+        self.model.metadata[MIRRORING_RECORD] = payload["metadata"].get(MIRRORING_RECORD, [])
 
     def write_validation_summary(self):
         """Predict the fold's validation cases in 3D as samunet_predict would (mirroring along the axes
@@ -466,7 +466,7 @@ class CachedEmbeddingTrainer(FrozenEncoderTrainer):
         if self.dist.enabled:
             torch.distributed.broadcast(cached, src=0)
         self.cached = bool(cached.item())
-        self.model.metadata["mirroring_axes"] = self.mirroring_axes()
+        self.model.metadata[MIRRORING_RECORD] = self.mirroring_axes()
         if self.cached:
             self.frozen = None  # every epoch reads the cache; the encoder copy is no longer needed
         barrier(self.dist)
