@@ -109,11 +109,11 @@ def read_json(path):
 
 
 @contextlib.contextmanager
-def folder_lock(folder, purpose):
+def folder_lock(folder, purpose, wait=True):
     """Hold the folder's lock while writing it: an flock on `.{folder name}.lock` beside the folder (so
     taking it creates nothing inside; the system releases it when the process ends, also on kill -9). A
-    second command that needs it says so in one line and waits, then finds the work done and skips it.
-    Not re-entrant: take it once per process and folder."""
+    second command that needs it says so in one line and waits, then finds the work done and skips it
+    (wait=False: it stops with that line instead). Not re-entrant: take it once per process and folder."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     with open(folder.parent / f".{folder.name}.lock", "a+") as handle:
@@ -122,6 +122,8 @@ def folder_lock(folder, purpose):
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another samunet command"
+            if not wait:
+                raise SamunetError(f"{folder}: {holder} is writing here; wait for it to end") from None
             print(f"{folder}: waiting for {holder} to finish writing here", file=sys.stderr, flush=True)
             fcntl.flock(handle, fcntl.LOCK_EX)
         handle.seek(0)

@@ -351,3 +351,16 @@ def test_continue_after_a_kill_in_the_final_validation_completes_it(make_dataset
     assert read_json(fold / "validation" / "summary.json")["metric_per_case"]
     samunet_train(["990", "linear_head", "0", "-b", "tiny", "--c", "--batch-size", "4", "-np", "0", "--amp", "off"])
     assert "training already finished" in capsys.readouterr().out
+
+
+def test_a_second_training_of_a_running_fold_stops_in_one_line(make_dataset, env, capsys):
+    from samunet.file_io import folder_lock
+
+    prepare_dataset(make_dataset, env, num_cases=4)
+    fold = env.results / "Dataset990_Synthetic" / "linear_head__tiny" / "fold_0"
+    argv = ["990", "linear_head", "0", "-b", "tiny", "--epochs", "1", "--iters-per-epoch", "1", "-np", "0"]
+    with folder_lock(fold, "samunet_train"):  # as a first run holds it
+        one_line_error(capsys, samunet_train, argv, str(fold), "samunet_train", "is writing here")
+    assert not fold.exists() or not list(fold.glob("*.pth"))
+    samunet_train(argv)  # once the first run has ended, the fold trains
+    assert (fold / "checkpoint_final.pth").is_file()

@@ -5,10 +5,12 @@ training_log.txt, validation/summary.json), with the plan and dataset.json copie
 Multi-GPU (or multi-process CPU): `torchrun --nproc_per_node N -m samunet.trainers.run_training ...`.
 """
 import argparse
+import contextlib
 
 from samunet.cli_types import int_at_least, non_negative_float, positive_float
 from samunet.device import resolve_device
 from samunet.errors import SamunetError, cli_entry
+from samunet.file_io import folder_lock
 from samunet.planners.experiment_planner import PLANS_FILE
 from samunet.planners.plan_file import read_plan
 from samunet.models.strategies import STRATEGIES
@@ -86,22 +88,25 @@ def train(args, show_progress=True):
 
     dist_info = init_distributed(device)
     try:
-        cls = trainer_class(args.strategy, config.use_cache)
-        trainer = cls(config, preprocessed, output, device, dist_info, base_checkpoint=args.checkpoint,
-                      show_progress=show_progress)
-        if dist_info.is_main:
-            copy_run_description(preprocessed, configuration)
-            trainer.write_log(f"{cls.__name__}: {args.strategy} on {backbone}, fold {args.fold}, device {device}, "
-                              f"amp {config.amp}, batch {trainer.batch_size}, {len(trainer.train_cases)} training cases")
-        if validate_only:
-            trainer.load(final)
-            summary = trainer.write_validation_summary() if dist_info.is_main else None
-            return summary
-        if args.c and latest.is_file():
-            trainer.load(latest)
-            trainer.write_log(f"continuing from {latest} at epoch {trainer.start_epoch}")
-        trainer.run()
-        return trainer
+        with contextlib.ExitStack() as lock:
+            if dist_info.is_main:  # one run of a fold at a time: a second one stops with one line
+                lock.enter_context(folder_lock(output, "samunet_train", wait=False))
+            cls = trainer_class(args.strategy, config.use_cache)
+            trainer = cls(config, preprocessed, output, device, dist_info, base_checkpoint=args.checkpoint,
+                          show_progress=show_progress)
+            if dist_info.is_main:
+                copy_run_description(preprocessed, configuration)
+                trainer.write_log(f"{cls.__name__}: {args.strategy} on {backbone}, fold {args.fold}, device {device}, "
+                                  f"amp {config.amp}, batch {trainer.batch_size}, {len(trainer.train_cases)} training cases")
+            if validate_only:
+                trainer.load(final)
+                summary = trainer.write_validation_summary() if dist_info.is_main else None
+                return summary
+            if args.c and latest.is_file():
+                trainer.load(latest)
+                trainer.write_log(f"continuing from {latest} at epoch {trainer.start_epoch}")
+            trainer.run()
+            return trainer
     finally:
         shutdown(dist_info)
 
