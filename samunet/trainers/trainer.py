@@ -267,7 +267,9 @@ class SamTrainer:
             start = time.perf_counter()
             losses = self.train_epoch(epoch)
             if self.dist.is_main:
-                dice = self.evaluate(self.val_specs)
+                # An epoch cut short by the time budget is not evaluated: that would overrun the budget
+                # by the validation slices' encoder passes (slow when training uncached).
+                dice = None if len(losses) < self.cfg.iters_per_epoch else self.evaluate(self.val_specs)
                 self._record(epoch, losses, dice, time.perf_counter() - start)
             barrier(self.dist)
             if self.cfg.time_budget_minutes is not None and (
@@ -303,8 +305,12 @@ class SamTrainer:
         return last
 
     def _record(self, epoch, losses, dice, seconds):
-        mean_dice = float(np.nanmean(list(dice.values()))) if dice else float("nan")
-        mean_dice = 0.0 if np.isnan(mean_dice) else mean_dice
+        """Log an epoch and save its checkpoints. dice None: not evaluated, the last pseudo Dice stands."""
+        if dice is None:
+            mean_dice = self.log["pseudo_dice"][-1] if self.log["pseudo_dice"] else 0.0
+        else:
+            mean_dice = float(np.nanmean(list(dice.values()))) if dice else float("nan")
+            mean_dice = 0.0 if np.isnan(mean_dice) else mean_dice
         previous = self.log["ema_dice"][-1] if self.log["ema_dice"] else mean_dice
         ema = EMA_MOMENTUM * previous + (1 - EMA_MOMENTUM) * mean_dice
         self.log["train_loss"].append(float(np.mean(losses)))
@@ -312,7 +318,8 @@ class SamTrainer:
         self.log["ema_dice"].append(ema)
         self.log["lr"].append(self.optimizer.param_groups[0]["lr"])
         self.log["epoch_seconds"].append(seconds)
-        per_class = ", ".join(f"{self.model.metadata['class_names'][c - 1]} {d:.4f}" for c, d in dice.items())
+        per_class = ("not evaluated: time budget spent" if dice is None else
+                     ", ".join(f"{self.model.metadata['class_names'][c - 1]} {d:.4f}" for c, d in dice.items()))
         self.write_log(f"epoch {epoch}: train loss {np.mean(losses):.4f}, pseudo Dice [{per_class}], "
                        f"EMA {ema:.4f}, lr {self.log['lr'][-1]:.2e}, {seconds:.1f} s")
         self.start_epoch = epoch + 1
