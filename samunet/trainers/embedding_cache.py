@@ -55,9 +55,12 @@ class EmbeddingCache:
         self.data_folder = data_folder
         self._arrays = {}
 
+    def _folder(self, mirror=()):
+        """Where the embeddings of slices flipped along `mirror` (slice axes; () for none) live."""
+        return self.folder / f"mirror_{''.join(map(str, mirror))}" if mirror else self.folder
+
     def _files(self, case_id, mirror=()):
-        """`mirror`: the slice axes the cached images were flipped along (() for none)."""
-        folder = self.folder / f"mirror_{''.join(map(str, mirror))}" if mirror else self.folder
+        folder = self._folder(mirror)
         return folder / f"{case_id}.npy", folder / f"{case_id}.json"
 
     def is_current(self, case_id, mirror=()):
@@ -81,7 +84,7 @@ class EmbeddingCache:
             return 0
         self.folder.mkdir(parents=True, exist_ok=True)
         for mirror in mirrors:  # the caller holds the dataset's lock
-            remove_temporaries(self._files("", mirror)[0].parent)
+            remove_temporaries(self._folder(mirror))
         write_json(self.key, self.folder / "cache_key.json")
         total = sum(load_properties(self.data_folder, c)["shape_after_resampling"][0] * len(m) for c, m in todo.items())
         model.eval()
