@@ -44,3 +44,16 @@ def test_determine_keeps_the_rule_only_where_it_helps(tmp_path, capsys):
     with pytest.raises(SystemExit):
         apply_main(["-i", str(out), "-o", str(out), "-pp", str(model / "postprocessing.json")])
     assert "must differ from the input folder" in capsys.readouterr().err
+    before = {p.name: p.read_bytes() for p in gt.iterdir()}
+    with pytest.raises(SystemExit):  # onto the reference labels: refused, nothing replaced
+        apply_main(["-i", str(model / "fold_0" / "validation"), "-o", str(gt), "-pp", str(model / "postprocessing.json")])
+    assert "holds files samunet_apply_postprocessing did not write" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in gt.iterdir()} == before
+    apply_main(["-i", str(model / "fold_0" / "validation"), "-o", str(out), "-pp", str(model / "postprocessing.json")])
+    with pytest.raises(SystemExit):  # its own folder again is fine; a file that is not a rule is not
+        apply_main(["-i", str(model / "fold_0" / "validation"), "-o", str(tmp_path / "q"), "-pp", str(out / "c0.nii.gz")])
+    assert "c0.nii.gz: not a text (JSON) file" in capsys.readouterr().err
+    (tmp_path / "other.json").write_text("[1, 2]")
+    with pytest.raises(SystemExit):
+        apply_main(["-i", str(model / "fold_0" / "validation"), "-o", str(tmp_path / "q"), "-pp", str(tmp_path / "other.json")])
+    assert "other.json: not a postprocessing.json" in capsys.readouterr().err

@@ -49,14 +49,14 @@ def _pool(n):
 INFO_FILE = "prediction_info.json"
 
 
-def check_output_folder(output_folder, overwrite):
-    """Predictions go to a new or empty folder, or one that samunet_predict wrote before (it holds
-    prediction_info.json): never over files of the user's, such as reference labels."""
-    if overwrite or not output_folder.is_dir() or (output_folder / INFO_FILE).is_file():
+def check_output_folder(output_folder, overwrite, marker=INFO_FILE, command="samunet_predict"):
+    """Label maps go to a new or empty folder, or one that `command` wrote before (it holds `marker`):
+    never over files of the user's, such as reference labels."""
+    if overwrite or not output_folder.is_dir() or (output_folder / marker).is_file():
         return
     foreign = sorted(p.name for p in output_folder.iterdir() if not p.name.startswith("."))
     if foreign:
-        raise SamunetError(f"{output_folder}: holds files samunet_predict did not write ({', '.join(foreign[:3])}"
+        raise SamunetError(f"{output_folder}: holds files {command} did not write ({', '.join(foreign[:3])}"
                            f"{', ...' if len(foreign) > 3 else ''}); choose another -o, or pass --overwrite")
 
 

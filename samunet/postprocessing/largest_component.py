@@ -15,12 +15,14 @@ from samunet.errors import SamunetError, cli_entry
 from samunet.file_io import read_json, write_json
 from samunet.imageio import SUPPORTED_ENDINGS, read_image, write_image
 from samunet.inference.model_selection import resolve_model
+from samunet.inference.predict_cli import check_output_folder
 from samunet.paths import find_preprocessed_dataset
 from samunet.planners.experiment_planner import PLANS_FILE
 from samunet.planners.plan_file import read_plan
 from samunet.preprocessing.preprocess_dataset import GT_FOLDER
 
 POSTPROCESSING_FILE = "postprocessing.json"
+APPLIED_FILE = "postprocessing_info.json"  # marks a folder samunet_apply_postprocessing wrote
 
 
 def keep_largest_component(seg, labels):
@@ -94,15 +96,21 @@ def apply_main(argv=None):
     p.add_argument("-i", required=True, help="folder of predictions")
     p.add_argument("-o", required=True, help="output folder (never the input folder)")
     p.add_argument("-pp", required=True, help="postprocessing.json from samunet_determine_postprocessing")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an output folder that holds files this command did not write")
     args = p.parse_args(argv)
     src, dst = Path(args.i).resolve(), Path(args.o).resolve()
     if src == dst:
         raise SamunetError(f"{dst}: the output folder must differ from the input folder")
     if not src.is_dir():
         raise SamunetError(f"{src}: folder not found")
-    rule = read_json(args.pp)["keep_largest_component_for_labels"]
+    rules = read_json(args.pp)
+    rule = rules.get("keep_largest_component_for_labels") if isinstance(rules, dict) else None
+    if not isinstance(rule, list):
+        raise SamunetError(f"{args.pp}: not a postprocessing.json (no 'keep_largest_component_for_labels' list)")
+    check_output_folder(dst, args.overwrite, APPLIED_FILE, "samunet_apply_postprocessing")
     files = sorted(f for f in src.iterdir() if f.name.endswith(SUPPORTED_ENDINGS) and not f.name.startswith("."))
-    dst.mkdir(parents=True, exist_ok=True)
+    write_json({"source": str(src), "keep_largest_component_for_labels": rule}, dst / APPLIED_FILE)
     for f in files:
         seg, geometry = read_image(f)
         write_image(keep_largest_component(seg, rule), geometry, dst / f.name)
