@@ -10,7 +10,7 @@ class SamunetError(Exception):
     """A problem with the user's input or environment: shown as one line, never as a traceback."""
 
 
-def os_error_line(err):
+def _os_error_line(err):
     """One line for an OSError (permission denied, disk full, read-only folder, ...) naming the path."""
     where = f"{err.filename}: " if err.filename else ""
     return f"{where}{err.strerror or err}"
@@ -31,7 +31,7 @@ def cli_entry(func):
             print(f"{prog}: error: {err}", file=sys.stderr)
             sys.exit(2)
         except OSError as err:
-            print(f"{prog}: error: {os_error_line(err)}", file=sys.stderr)
+            print(f"{prog}: error: {_os_error_line(err)}", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:
             print(f"{prog}: interrupted", file=sys.stderr)

@@ -79,7 +79,7 @@ def evaluate_folders(ref_folder, pred_folder, labels, tolerance=1.0, voxel_units
     }
 
 
-def check_summary_target(out, ref_folder, pred_folder):
+def check_summary_target(out, ref_folder):
     """-o may name a new .json file, or replace a summary samunet_evaluate wrote, never anything else,
     and never a file among the references."""
     out = Path(out).resolve()
@@ -113,7 +113,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     labels = args.l or sorted(v for v in read_json(find_raw_dataset(args.d) / "dataset.json")["labels"].values() if v)
     out = Path(args.o or Path(args.pred_folder) / "summary.json")
-    check_summary_target(out, args.gt_folder, args.pred_folder)
+    check_summary_target(out, args.gt_folder)
     summary = evaluate_folders(args.gt_folder, args.pred_folder, labels, args.nsd_tolerance, args.voxel_units, args.np,
                                allow_missing=args.allow_missing)
     if summary["missing_predictions"]:
