@@ -7,7 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from samunet.evaluation.evaluate_cli import main as evaluate
+from samunet.errors import SamunetError
 from samunet.file_io import read_json
+from samunet.image_folder import find_image_cases
 from samunet.imageio import read_image
 from samunet.inference.predict_cli import main as predict
 from samunet.inference.predict_cli import main_from_modelfolder, predict_folder
@@ -129,12 +131,15 @@ def test_prediction_refuses_bad_requests(trained, env, tmp_path, capsys):
     with pytest.raises(SystemExit):
         predict(["-i", str(images), "-o", str(images)])
     assert "must differ from the input folder" in capsys.readouterr().err
-    (images / "synthetic_000_0000.nii.gz").unlink()
-    (images / "synthetic_000_0001.nii.gz").write_bytes(b"")  # a stray second channel is no channel 0
+    (images / "synthetic_000_0000.nii.gz").rename(images / "synthetic_000_0001.nii.gz")  # another modality set
     with pytest.raises(SystemExit):
         predict(["-i", str(images), "-o", str(tmp_path / "x")])
-    assert "missing channel file(s) synthetic_000_0000.nii.gz" in capsys.readouterr().err
-    (images / "synthetic_000_0001.nii.gz").unlink()
+    assert "holds channel file(s) _0001, but the plan has 1 channel(s) per case" in capsys.readouterr().err
+    (images / "synthetic_000_0001.nii.gz").rename(images / "synthetic_000_0000.nii.gz")
+    (images / "synthetic_001_0001.nii.gz").symlink_to(images / "synthetic_001_0000.nii.gz")
+    with pytest.raises(SamunetError, match="missing channel file.s. synthetic_000_0001.nii.gz, synthetic_002_0001"):
+        find_image_cases(images, 2, ".nii.gz")  # with 2 channels per case only case 001 has both
+    (images / "synthetic_001_0001.nii.gz").unlink()
     train(train_args("cnn_head", "--epochs", "1", "--iters-per-epoch", "1", "--val-slices", "2"), show_progress=False)
     with pytest.raises(SystemExit):
         predict(["-i", str(images), "-o", str(tmp_path / "y")])

@@ -318,6 +318,7 @@ def test_time_budget_holds_with_a_long_cache_fill_and_long_epochs(make_dataset, 
     clock = [0.0]
     fake_time = SimpleNamespace(perf_counter=lambda: clock[0], strftime=time.strftime)
     monkeypatch.setattr("samunet.trainers.trainer.time", fake_time)
+    monkeypatch.setattr("samunet.trainers.epoch_loop.time", fake_time)
     monkeypatch.setattr("samunet.trainers.embedding_cache.time", fake_time)
     original = SamSegmenter.encode
 

@@ -107,7 +107,7 @@ def test_resume_continues_exactly(dataset, env, monkeypatch):
 
 def test_time_budget_stops_at_whole_epochs_with_the_lr_decay_completed(dataset, env, monkeypatch):
     clock = [0.0]  # a clock that only training iterations advance: 5 s each, 10 s an epoch of 2
-    monkeypatch.setattr("samunet.trainers.trainer.time", SimpleNamespace(perf_counter=lambda: clock[0],
+    monkeypatch.setattr("samunet.trainers.epoch_loop.time", SimpleNamespace(perf_counter=lambda: clock[0],
                                                                          strftime=time.strftime))
     original = SamTrainer.train_step
 

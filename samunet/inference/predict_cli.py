@@ -17,7 +17,7 @@ from samunet.device import resolve_device
 from samunet.errors import SamunetError, cli_entry
 from samunet.file_io import remove_temporaries, write_json
 from samunet.imageio import read_image
-from samunet.inference.input_files import find_input_cases
+from samunet.image_folder import find_image_cases
 from samunet.inference.model_selection import resolve_model, trained_folds
 from samunet.inference.predictor import SlicePredictor
 from samunet.inference.write_prediction import restore_and_write
@@ -67,7 +67,7 @@ def predict_folder(predictor, input_folder, output_folder, continue_prediction=F
         raise SamunetError(f"{output_folder}: the output folder must differ from the input folder")
     check_output_folder(output_folder, overwrite)
     file_ending = predictor.dataset_json["file_ending"]
-    cases = find_input_cases(input_folder, len(predictor.dataset_json["channel_names"]), file_ending)
+    cases = find_image_cases(input_folder, len(predictor.dataset_json["channel_names"]), file_ending)
     output_folder.mkdir(parents=True, exist_ok=True)
     if continue_prediction:
         cases = {c: p for c, p in cases.items() if not (output_folder / f"{c}{file_ending}").is_file()}

@@ -1,4 +1,4 @@
-"""The training loop, shared by every strategy.
+"""Fine-tuning: the shared loop (trainers/epoch_loop.py) with slices in and segmentation losses out.
 
 `SamTrainer` feeds augmented slices through the whole model. For strategies whose encoder is frozen,
 `FrozenEncoderTrainer` (--no-cache) encodes augmented slices with an inference copy of the encoder and
@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -28,13 +27,13 @@ from samunet.planners.experiment_planner import PLANS_FILE
 from samunet.planners.plan_file import read_plan, read_splits
 from samunet.planners.splits import SPLITS_FILE
 from samunet.preprocessing.storage import case_files
-from samunet.trainers.amp import amp_dtype, autocast_factory, grad_scaler
+from samunet.trainers.amp import amp_dtype
 from samunet.trainers.augmentation import MIRROR_AXES, MIRRORING_RECORD, mirror_combinations
 from samunet.trainers.distributed import barrier
+from samunet.trainers.epoch_loop import EpochLoop
 from samunet.trainers.embedding_cache import EmbeddingCache, FillExceedsBudget
 from samunet.trainers.input_mapping import InputMapper
 from samunet.trainers.loss import ce_dice_loss
-from samunet.trainers.lr_schedule import warmup_poly
 from samunet.trainers.progress import plot_progress
 from samunet.trainers.slice_dataset import MappedCollate, SliceDataset, collate_slices
 from samunet.trainers.slice_sampler import SliceSampler, validation_slices
@@ -96,10 +95,10 @@ def fold_cases(splits, fold, all_cases):
     return splits[index]["train"], splits[index]["val"]
 
 
-class SamTrainer:
+class SamTrainer(EpochLoop):
     def __init__(self, config, preprocessed_folder, output_folder, device, dist_info, base_checkpoint=None,
                  show_progress=True):
-        self.started = time.perf_counter()  # the time budget counts from here: building, caching, epochs
+        self.start_clock()  # the time budget counts from here: building, caching, epochs
         self.cfg, self.device, self.dist = config, device, dist_info
         self.preprocessed = Path(preprocessed_folder)
         self.output = Path(output_folder)
@@ -138,23 +137,11 @@ class SamTrainer:
         self.model.metadata[MIRRORING_RECORD] = self.mirroring_axes()  # prediction mirrors along these only
         self.mapper = InputMapper(self.plan["intensity_mapping"]["window_per_channel"],
                                   backbone_plan["input_range"], self.model.input_size, device)
-        self.autocast = autocast_factory(device, config.amp)
-        self.scaler = grad_scaler(device, config.amp)
         self.sampler = SliceSampler(self.data_folder, self.train_cases, seed=config.seed)
-        self.trained_parameters = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.trained_parameters, lr=config.learning_rate(),
-                                           weight_decay=config.weight_decay)
-        total = config.epochs * config.iters_per_epoch
-        warmup = max(1, int(total * config.warmup_fraction))
-        if config.time_budget_minutes is not None:  # total unknown until the first epoch is timed
-            warmup = min(warmup, config.iters_per_epoch)
-        self.scheduler = warmup_poly(self.optimizer, total, warmup)
-        self.network = self._wrap(self._trained_module())
+        self.set_up_optimization(self._trained_module(), config.learning_rate())
         self.val_specs = validation_slices(self.data_folder, self.val_cases, config.val_slices)
-        self.start_epoch = 0
         self.log = {"train_loss": [], "pseudo_dice": [], "ema_dice": [], "lr": [], "epoch_seconds": []}
         self.best_ema = -1.0
-        self.prepared = False
 
     # --- the places where cached training differs -----------------------------------------------
     def mirroring_axes(self):
@@ -179,63 +166,29 @@ class SamTrainer:
         images, labels = collate_slices([dataset[s] for s in specs])
         return self.mapper.images(images), self.mapper.labels(labels)
 
-    # --- the loop ------------------------------------------------------------------------------
-    def _wrap(self, module):
-        if not self.dist.enabled:
-            return module
-        ids = [self.dist.local_rank] if self.device.type == "cuda" else None
-        return DistributedDataParallel(module, device_ids=ids)
+    # --- the loop's hooks (trainers/epoch_loop.py) --------------------------------------------------
+    def epoch_batches(self, epoch):
+        return self._rank_share(self.sampler.epoch_batches(epoch, self.cfg.iters_per_epoch, self.batch_size))
 
-    def _rank_share(self, batches):
-        return [b[self.dist.rank :: self.dist.world_size] for b in batches]
+    def set_train_mode(self):
+        self.model.train()
 
-    def train_step(self, inputs, targets):
-        self.optimizer.zero_grad(set_to_none=True)
+    def compute_loss(self, inputs, targets):
         with self.autocast():
             logits = self.network(inputs)
-        loss = ce_dice_loss(logits, targets, self.cfg.ce_weight, self.cfg.dice_weight)
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(self.trained_parameters, self.cfg.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
-        return loss.detach().item()
+        return ce_dice_loss(logits, targets, self.cfg.ce_weight, self.cfg.dice_weight)
 
-    def seconds_left(self):
-        """Of the time budget (None without one)."""
-        if self.cfg.time_budget_minutes is None:
-            return None
-        return self.cfg.time_budget_minutes * 60 - (time.perf_counter() - self.started)
+    def end_epoch(self, epoch, losses, seconds):
+        # An epoch cut short by the time budget is not evaluated: that would overrun the budget
+        # by the validation slices' encoder passes (slow when training uncached).
+        dice = None if len(losses) < self.cfg.iters_per_epoch else self.evaluate(self.val_specs)
+        self._record(epoch, losses, dice, seconds)
 
-    def out_of_time(self):
-        """Whether the time budget is spent; rank 0 decides for all ranks."""
-        if self.cfg.time_budget_minutes is None:
-            return False
-        flag = torch.tensor([int(self.dist.is_main and self.seconds_left() <= 0)])
-        if self.dist.enabled:
-            torch.distributed.broadcast(flag, src=0)
-        return bool(flag.item())
-
-    def train_epoch(self, epoch):
-        """Train one epoch; returns its losses. Stops early, mid-epoch, when the time budget is spent
-        (the whole-epoch estimate of _last_epoch_in_budget can be off when epochs are long or slow down)."""
-        self.model.train()
-        torch.manual_seed(self.cfg.seed + epoch)  # dropout etc.: same draws after a resume
-        batches = self._rank_share(self.sampler.epoch_batches(epoch, self.cfg.iters_per_epoch, self.batch_size))
-        losses = []
-        bar = tqdm(total=len(batches), desc=f"epoch {epoch}", disable=not self.show_progress, leave=False)
-        for inputs, targets in self._epoch_inputs(batches):
-            losses.append(self.train_step(inputs, targets))
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
-            bar.update()
-            if len(losses) < len(batches) and self.out_of_time():
-                if self.dist.is_main:
-                    self.write_log(f"time budget of {self.cfg.time_budget_minutes:g} min spent after iteration "
-                                   f"{len(losses)} of epoch {epoch}: stopping")
-                break
-        bar.close()
-        return losses
+    def finish(self):
+        self.save("checkpoint_final.pth")
+        (self.output / "checkpoint_latest.pth").unlink(missing_ok=True)
+        (self.output / "checkpoint_latest.json").unlink(missing_ok=True)
+        self.write_validation_summary()
 
     @torch.no_grad()
     def evaluate(self, specs):
@@ -254,55 +207,6 @@ class SamTrainer:
                 fn[c] += (~p & t).sum().item()
         denom = 2 * tp + fp + fn
         return {c: (2 * tp[c] / denom[c]) if denom[c] > 0 else float("nan") for c in range(1, k)}
-
-    def prepare(self):
-        """One-time work before the first epoch (the cached trainer fills its cache here)."""
-        self.prepared = True
-
-    def run(self):
-        if not self.prepared:
-            self.prepare()
-        first = self.start_epoch
-        for epoch in range(first, self.cfg.epochs):
-            start = time.perf_counter()
-            losses = self.train_epoch(epoch)
-            if self.dist.is_main:
-                # An epoch cut short by the time budget is not evaluated: that would overrun the budget
-                # by the validation slices' encoder passes (slow when training uncached).
-                dice = None if len(losses) < self.cfg.iters_per_epoch else self.evaluate(self.val_specs)
-                self._record(epoch, losses, dice, time.perf_counter() - start)
-            barrier(self.dist)
-            if self.cfg.time_budget_minutes is not None and (
-                    self.out_of_time() or self._last_epoch_in_budget(epoch, first) <= epoch):
-                if self.dist.is_main:
-                    self.write_log(f"time budget of {self.cfg.time_budget_minutes:g} min: stopping after epoch {epoch}")
-                break
-        if self.dist.is_main:
-            self.save("checkpoint_final.pth")
-            (self.output / "checkpoint_latest.pth").unlink(missing_ok=True)
-            (self.output / "checkpoint_latest.json").unlink(missing_ok=True)
-            self.write_validation_summary()
-        barrier(self.dist)
-
-    def _last_epoch_in_budget(self, epoch, first):
-        """The last epoch that still fits the time budget (counted from this run's start), judged from
-        the epochs run so far. After the first epoch the LR schedule is shortened to end there, so the
-        decay completes within the budget. Rank 0 decides for all ranks."""
-        last = torch.tensor([self.cfg.epochs - 1])
-        if self.dist.is_main:
-            per_epoch = float(np.mean(self.log["epoch_seconds"][first:]))
-            remaining = self.cfg.time_budget_minutes * 60 - (time.perf_counter() - self.started)
-            last[0] = min(self.cfg.epochs - 1, epoch + int(remaining // per_epoch))
-        if self.dist.enabled:
-            torch.distributed.broadcast(last, src=0)
-        last = int(last.item())
-        if epoch == first and last > epoch:
-            schedule = self.scheduler.lr_lambdas[0]
-            schedule.total = (last + 1) * self.cfg.iters_per_epoch
-            schedule.warmup = min(schedule.warmup, max(1, int(schedule.total * self.cfg.warmup_fraction)))
-            if self.dist.is_main:
-                self.write_log(f"time budget: {last + 1} epochs fit; the LR decays to 0 by then")
-        return last
 
     def _record(self, epoch, losses, dice, seconds):
         """Log an epoch and save its checkpoints. dice None: not evaluated, the last pseudo Dice stands."""
@@ -328,14 +232,6 @@ class SamTrainer:
             self.best_ema = ema
             self.save("checkpoint_best.pth")
         plot_progress(self.log, self.output / "progress.png")
-
-    def write_log(self, line):
-        self.output.mkdir(parents=True, exist_ok=True)
-        stamped = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}"
-        with open(self.output / "training_log.txt", "a") as f:
-            f.write(stamped + "\n")
-        if self.show_progress:
-            tqdm.write(stamped)
 
     # --- checkpoints ---------------------------------------------------------------------------
     def training_state(self):
