@@ -1,7 +1,7 @@
 """`samunet_demo`: the whole pipeline on a built-in default in a few minutes on a CPU.
 
 raw (synthetic phantoms, or --raw DatasetXXX_Name of the user's) -> fingerprint, plan, preprocess ->
-fine-tune LiteMedSAM (bundled weights; -b for another backbone) -> predict held-out cases from their raw
+[--pretrained: self-supervised pretraining of the encoder on the images] -> fine-tune LiteMedSAM (bundled weights; -b for another backbone) -> predict held-out cases from their raw
 files -> evaluate in mm -> overlay PNGs and progress.png. Everything is written inside --output (its own raw / preprocessed /
 results folders: the user's SAMUNET_* folders and a --raw dataset are only read). Running it again in the
 same folder reuses what is finished (plan, preprocessed data, embedding cache, trained model).
@@ -21,12 +21,14 @@ from samunet.file_io import copy_file, write_json
 from samunet.inference.predict_cli import predict_folder
 from samunet.inference.predictor import SlicePredictor
 from samunet.models.strategies import STRATEGIES
-from samunet.paths import PREPROCESSED_VAR, RAW_VAR, RESULTS_VAR, parse_dataset_id
+from samunet.paths import PREPROCESSED_VAR, RAW_VAR, RESULTS_VAR, configuration_name, parse_dataset_id
 from samunet.planners.cli import run_fingerprint, run_planning
 from samunet.planners.experiment_planner import PLANS_FILE
 from samunet.planners.plan_file import read_plan
 from samunet.planners.splits import SPLITS_FILE
 from samunet.preprocessing.preprocess_dataset import preprocess_dataset
+from samunet.pretraining.pretrain_cli import build_parser as build_pretrain_parser
+from samunet.pretraining.pretrain_cli import pretrain
 from samunet.raw_dataset import load_raw_dataset
 from samunet.trainers.amp import default_amp
 from samunet.trainers.run_training import build_parser as build_train_parser
@@ -112,13 +114,22 @@ def run_demo(args):
     # One fold: the demo's training cases against its held-out ones (the 5-fold split stays for real runs).
     write_json([{"train": train_cases, "val": heldout}], preprocessed / SPLITS_FILE)
 
+    device_flag = ["--device", args.device] if args.device else []
+    if args.pretrained:
+        print(f"[2/5] pretrain the {args.backbone} encoder on the images of all {len(raw.cases)} cases "
+              f"(labels unused) as '{args.pretrained}', {args.pretrain_epochs} epochs, unless done before")
+        pretrain(build_pretrain_parser().parse_args(
+            [str(dataset_id), "-b", args.backbone, "--name", args.pretrained, "--epochs", str(args.pretrain_epochs),
+             "--iters-per-epoch", str(args.iters_per_epoch), "--batch-size", str(args.batch_size), "--c",
+             "-np", str(args.np), *device_flag]), show_progress=not args.quiet)
     print(f"[2/5] fine-tune {args.backbone} ({args.strategy}) on {len(train_cases)} cases, {args.epochs} epochs")
     train_args = build_train_parser().parse_args(
         [str(dataset_id), args.strategy, "0", "-b", args.backbone, "--epochs", str(args.epochs), "--iters-per-epoch",
-         str(args.iters_per_epoch), "--batch-size", str(args.batch_size), "-np", "0", "--c"]
-        + (["--device", args.device] if args.device else []))
+         str(args.iters_per_epoch), "--batch-size", str(args.batch_size), "-np", "0", "--c", *device_flag]
+        + (["--pretrained", args.pretrained] if args.pretrained else []))
     train(train_args, show_progress=not args.quiet)
-    model_folder = output / "results" / preprocessed.name / f"{args.strategy}__{args.backbone}"
+    model_folder = output / "results" / preprocessed.name / configuration_name(args.strategy, args.backbone,
+                                                                             args.pretrained)
     copy_file(model_folder / "fold_0" / "progress.png", output / "progress.png")
 
     print(f"[3/5] predict {len(heldout)} held-out cases from their raw files")
@@ -165,6 +176,11 @@ def build_parser():
     p.add_argument("--epochs", type=int_at_least(1), default=6)
     p.add_argument("--iters-per-epoch", type=int_at_least(1), default=25)
     p.add_argument("--batch-size", type=int_at_least(1), default=8)
+    p.add_argument("--pretrained", default=None, metavar="NAME",
+                   help="first pretrain the encoder self-supervised on the dataset's images (samunet_pretrain) "
+                        "under this name, or reuse it when done before, and fine-tune from it")
+    p.add_argument("--pretrain-epochs", type=int_at_least(1), default=4,
+                   help="epochs of --pretrained (of --iters-per-epoch iterations; default 4)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     p.add_argument("-np", type=int_at_least(1), default=2, help="processes for preprocessing (default 2)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -34,9 +34,7 @@ def results_root():
 
 def dataset_folder_name(dataset_id, name):
     """`DatasetXXX_Name`; the name (from a command line or a file) must be a plain name, never a path."""
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", str(name)):
-        raise SamunetError(f"dataset name '{name}': use letters, digits, '_' and '-' only")
-    return f"Dataset{int(dataset_id):03d}_{name}"
+    return f"Dataset{int(dataset_id):03d}_{plain_name(name, 'dataset name')}"
 
 
 def parse_dataset_id(text):
@@ -73,3 +71,23 @@ def preprocessed_dataset_folder(dataset_id):
 
 def find_preprocessed_dataset(dataset_id):
     return find_dataset(preprocessed_root(), dataset_id)
+
+
+PRETRAINED_FOLDER = "pretrained"  # $SAMUNET_RESULTS/DatasetXXX_Name/pretrained/<name>/: samunet_pretrain's output
+
+
+def plain_name(name, what):
+    """A name used as a folder name (never a path): letters, digits, '_' and '-'."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", str(name)):
+        raise SamunetError(f"{what} '{name}': use letters, digits, '_' and '-' only")
+    return str(name)
+
+
+def pretrained_encoder_folder(dataset_results_folder, name):
+    return Path(dataset_results_folder) / PRETRAINED_FOLDER / plain_name(name, "pretrained encoder name")
+
+
+def configuration_name(strategy, backbone, pretrained=None):
+    """The results folder of a trained configuration: `<strategy>__<backbone>`, and `@<name>` when it
+    starts from the pretrained encoder `name` (so that -b litemedsam@name selects it for prediction)."""
+    return f"{strategy}__{backbone}" + (f"@{pretrained}" if pretrained else "")

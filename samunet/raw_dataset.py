@@ -43,7 +43,7 @@ def _visible_files(folder):
     return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
-def _parse_dataset_json(folder):
+def read_dataset_json(folder):
     path = folder / "dataset.json"
     meta = read_json(path)
     for key in ("channel_names", "labels", "file_ending"):
@@ -73,7 +73,7 @@ def _parse_dataset_json(folder):
 def load_raw_dataset(folder, images_subfolder="imagesTr", labels_subfolder="labelsTr"):
     """Read dataset.json and match image and label files; one-line errors for anything missing or misnamed."""
     folder = Path(folder)
-    meta, channel_names, labels, ending = _parse_dataset_json(folder)
+    meta, channel_names, labels, ending = read_dataset_json(folder)
     images_dir, labels_dir = folder / images_subfolder, folder / labels_subfolder
     for d in (images_dir, labels_dir):
         if not d.is_dir():

@@ -69,3 +69,18 @@ def test_demo_with_a_raw_dataset_that_is_too_small(env, tmp_path, make_dataset, 
     err = capsys.readouterr().err
     assert "has 4 labelled cases; --train-cases 3 + --heldout-cases 2 is more" in err
     assert not (raw / "samunet_demo.json").exists()
+
+
+def test_demo_pretrains_first_and_fine_tunes_from_the_pretrained_encoder(env, tmp_path, capsys):
+    out = tmp_path / "demo"
+    demo(["--output", str(out), *ARGS, "--pretrained", "demo_ssl", "--pretrain-epochs", "1"])
+    results = out / "results" / "Dataset990_Synthetic"
+    description = json.loads((results / "pretrained" / "demo_ssl" / "encoder.json").read_text())
+    assert description["data"]["cases"] == 5 and description["steps"] == 2  # all 5 images, labels unused
+    checkpoint = json.loads((results / "decoder__tiny@demo_ssl" / "fold_0" / "checkpoint_final.json").read_text())
+    assert checkpoint["pretrained_encoder"] == {"name": "demo_ssl", "sha256": description["sha256"]}
+    assert (out / "predictions" / "summary.json").is_file()
+    capsys.readouterr()
+    demo(["--output", str(out), *ARGS, "--pretrained", "demo_ssl", "--pretrain-epochs", "1"])
+    printed = capsys.readouterr().out
+    assert "pretraining already finished" in printed and "training already finished" in printed

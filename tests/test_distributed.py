@@ -35,3 +35,14 @@ def test_ddp_matches_single_process_gradient_and_trains(make_dataset, env, tmp_p
     fold = env.results / "Dataset990_Synthetic" / "lora_both__tiny" / "fold_0"
     assert (fold / "checkpoint_final.pth").is_file()
     assert (fold / "training_log.txt").read_text().count("epoch 0: train loss") == 1  # rank 0 logs alone
+
+
+def test_ddp_pretraining_runs_and_rank_0_alone_writes(make_dataset, env):
+    prepare_dataset(make_dataset, env)
+    run_env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(PROBE.parent.parent))
+    torchrun(["-m", "samunet.pretraining.pretrain_cli", "990", "-b", "tiny", "--epochs", "2", "--iters-per-epoch",
+              "2", "--batch-size", "4", "--amp", "off", "-np", "1"], run_env)
+    folder = env.results / "Dataset990_Synthetic" / "pretrained" / "mae_full"
+    assert (folder / "encoder.json").is_file() and (folder / "encoder.pth").is_file()
+    log = (folder / "training_log.txt").read_text()
+    assert log.count("epoch 1: masked reconstruction loss") == 1  # rank 0 logs alone

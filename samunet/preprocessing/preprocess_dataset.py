@@ -29,7 +29,7 @@ GT_FOLDER = "gt_segmentations"
 def case_stamp(case, plan):
     """Identifies what a preprocessed case was made from: its input files and the plan's relevant fields."""
     h = hashlib.sha256(json.dumps(preprocessing_fields(plan), sort_keys=True).encode())
-    for p in [*case.images, case.label]:
+    for p in [*case.images, *([case.label] if case.label else [])]:
         st = p.stat()
         h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns};".encode())
     return h.hexdigest()

@@ -3,7 +3,7 @@
 Embeddings of every slice are computed once (no augmentation: see README) and stored in fp16 as
 `{case}.npy` (S, C, h, w), memory-mapped when read. The folder name carries a hash of everything the
 embeddings depend on (backbone and its base weights, input size, the plan's preprocessing and intensity
-mapping, the encoder's precision), so the cache is shared by epochs, folds and strategies of one
+mapping, the encoder's precision, a pretrained encoder's hash), so the cache is shared by epochs, folds and strategies of one
 backbone + plan, and a change of either gets a fresh folder. Each case also records the stamp of the
 preprocessed case it was made from. Mirrored slices (for training that mirrors, --cache-mirroring) are
 encoded separately (a mirrored image's embedding is not the mirrored embedding: the encoder has position
@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from samunet.errors import SamunetError
 from samunet.file_io import atomic_write, read_json, remove_temporaries, write_json
+from samunet.models.pretrained_encoder import METADATA_KEY as PRETRAINED_KEY
 from samunet.planners.experiment_planner import preprocessing_fields
 from samunet.preprocessing.storage import load_properties, open_case
 
@@ -36,6 +37,8 @@ def cache_folder(preprocessed_folder, plan, metadata, amp):
         "preprocessing": preprocessing_fields(plan),
         "windows": plan["intensity_mapping"]["window_per_channel"],
     }
+    if metadata.get(PRETRAINED_KEY):  # an encoder from samunet_pretrain: its own embeddings
+        key["pretrained_encoder_sha256"] = metadata[PRETRAINED_KEY]["sha256"]
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     folder = Path(preprocessed_folder) / "embedding_cache" / f"{metadata['backbone']}_{digest}"
     return folder, key

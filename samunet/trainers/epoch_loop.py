@@ -157,7 +157,10 @@ class EpochLoop:
             last[0] = min(self.cfg.epochs - 1, epoch + int(remaining // per_epoch))
         if self.dist.enabled:
             torch.distributed.broadcast(last, src=0)
-        last = int(last.item())
+        # never past the epoch the LR schedule was fitted to (its LR is 0 from there on), even when
+        # later epochs ran faster than the first ones
+        schedule_last = -(-self.scheduler.lr_lambdas[0].total // self.cfg.iters_per_epoch) - 1
+        last = min(int(last.item()), schedule_last)
         if epoch == first and last > epoch:
             schedule = self.scheduler.lr_lambdas[0]
             schedule.total = (last + 1) * self.cfg.iters_per_epoch

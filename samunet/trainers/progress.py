@@ -1,4 +1,4 @@
-"""Training log (text) and progress.png (loss, pseudo Dice with its moving average, learning rate)."""
+"""progress.png: per-epoch curves of a training run, one panel per quantity."""
 import matplotlib
 
 from samunet.file_io import atomic_write
@@ -7,19 +7,24 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def plot_progress(log, path):
-    epochs = range(len(log["train_loss"]))
-    fig, axes = plt.subplots(3, 1, figsize=(8, 10), sharex=True)
-    axes[0].plot(epochs, log["train_loss"], label="train loss")
-    axes[0].legend()
-    axes[1].plot(epochs, log["pseudo_dice"], label="pseudo Dice (foreground mean)")
-    axes[1].plot(epochs, log["ema_dice"], label="moving average")
-    axes[1].set_ylim(0, 1)
-    axes[1].legend()
-    axes[2].plot(epochs, log["lr"], label="learning rate")
-    axes[2].set_xlabel("epoch")
-    axes[2].legend()
+def plot_curves(panels, path):
+    """panels: [({label: per-epoch values}, y limits or None), ...], drawn top to bottom."""
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 3.3 * len(panels)), sharex=True, squeeze=False)
+    for ax, (curves, ylim) in zip(axes[:, 0], panels):
+        for label, values in curves.items():
+            ax.plot(range(len(values)), values, label=label)
+        if ylim:
+            ax.set_ylim(*ylim)
+        ax.legend()
+    axes[-1, 0].set_xlabel("epoch")
     fig.tight_layout()
     with atomic_write(path) as tmp:
         fig.savefig(tmp)
     plt.close(fig)
+
+
+def plot_progress(log, path):
+    """Fine-tuning: loss, pseudo Dice with its moving average, learning rate."""
+    plot_curves([({"train loss": log["train_loss"]}, None),
+                 ({"pseudo Dice (foreground mean)": log["pseudo_dice"], "moving average": log["ema_dice"]}, (0, 1)),
+                 ({"learning rate": log["lr"]}, None)], path)

@@ -1,6 +1,6 @@
 """`samunet_train DATASET STRATEGY [FOLD] [-b BACKBONE] ...`: fine-tune one fold.
 
-Results go to $SAMUNET_RESULTS/DatasetXXX_Name/<strategy>__<backbone>/fold_F/ (checkpoints, progress.png,
+Results go to $SAMUNET_RESULTS/DatasetXXX_Name/<strategy>__<backbone>[@pretrained]/fold_F/ (checkpoints, progress.png,
 training_log.txt, validation/summary.json), with the plan and dataset.json copied one level up.
 Multi-GPU (or multi-process CPU): `torchrun --nproc_per_node N -m samunet.trainers.run_training ...`.
 """
@@ -14,7 +14,8 @@ from samunet.file_io import folder_lock
 from samunet.planners.experiment_planner import PLANS_FILE
 from samunet.planners.plan_file import read_plan
 from samunet.models.strategies import STRATEGIES
-from samunet.paths import find_preprocessed_dataset, results_root
+from samunet.models.pretrained_encoder import read_description
+from samunet.paths import configuration_name, find_preprocessed_dataset, pretrained_encoder_folder, results_root
 from samunet.trainers.amp import default_amp
 from samunet.trainers.distributed import init_distributed, shutdown
 from samunet.trainers.trainer import TrainConfig, copy_run_description, trainer_class
@@ -27,6 +28,9 @@ def build_parser():
     p.add_argument("fold", nargs="?", default="0", help="fold 0-4 or 'all' (default 0)")
     p.add_argument("-b", "--backbone", default=None, help="backbone (default: the plan's default_backbone)")
     p.add_argument("--checkpoint", default=None, help="base SAM weights file for vit_* / mobile_sam")
+    p.add_argument("--pretrained", default=None, metavar="NAME",
+                   help="start from the encoder samunet_pretrain made under this name (results go to "
+                        "<strategy>__<backbone>@NAME)")
     p.add_argument("--epochs", type=int_at_least(1), default=50)
     p.add_argument("--iters-per-epoch", type=int_at_least(1), default=250)
     p.add_argument("--batch-size", type=int_at_least(1), default=None, help="default: the plan's for this backbone")
@@ -70,7 +74,11 @@ def train(args, show_progress=True):
         augment=not args.no_augmentation, cache_mirroring=args.cache_mirroring, val_slices=args.val_slices,
         seed=args.seed, lora_rank=args.lora_rank, time_budget_minutes=args.time_budget,
     )
-    configuration = results_root() / preprocessed.name / f"{args.strategy}__{backbone}"
+    pretrained = None
+    if args.pretrained:
+        pretrained = pretrained_encoder_folder(results_root() / preprocessed.name, args.pretrained)
+        read_description(pretrained)  # exists and is complete: one line now rather than after the set-up
+    configuration = results_root() / preprocessed.name / configuration_name(args.strategy, backbone, args.pretrained)
     output = configuration / f"fold_{args.fold}"
     latest, final = output / "checkpoint_latest.pth", output / "checkpoint_final.pth"
     validate_only = args.val
@@ -93,10 +101,11 @@ def train(args, show_progress=True):
                 lock.enter_context(folder_lock(output, "samunet_train", wait=False))
             cls = trainer_class(args.strategy, config.use_cache)
             trainer = cls(config, preprocessed, output, device, dist_info, base_checkpoint=args.checkpoint,
-                          show_progress=show_progress)
+                          show_progress=show_progress, pretrained_encoder=pretrained)
             if dist_info.is_main:
                 copy_run_description(preprocessed, configuration)
-                trainer.write_log(f"{cls.__name__}: {args.strategy} on {backbone}, fold {args.fold}, device {device}, "
+                encoder = f" with pretrained encoder {args.pretrained}" if args.pretrained else ""
+                trainer.write_log(f"{cls.__name__}: {args.strategy} on {backbone}{encoder}, fold {args.fold}, device {device}, "
                                   f"amp {config.amp}, batch {trainer.batch_size}, {len(trainer.train_cases)} training cases")
             if validate_only:
                 trainer.load(final)

@@ -24,6 +24,8 @@ class SliceDataset(Dataset):
     def __getitem__(self, spec):
         data, seg = self._arrays(spec.case_id)
         image = np.asarray(data[:, spec.slice_index], dtype=np.float32)
+        if seg is None:  # an unlabelled case (pretraining): the image alone
+            return image, None
         label = np.asarray(seg[spec.slice_index]).astype(np.int64)
         if self.augment:
             image, label = augment_slice(image, label, spec.augmentation_seed)

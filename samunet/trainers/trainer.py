@@ -97,7 +97,7 @@ def fold_cases(splits, fold, all_cases):
 
 class SamTrainer(EpochLoop):
     def __init__(self, config, preprocessed_folder, output_folder, device, dist_info, base_checkpoint=None,
-                 show_progress=True):
+                 show_progress=True, pretrained_encoder=None):
         self.start_clock()  # the time budget counts from here: building, caching, epochs
         self.cfg, self.device, self.dist = config, device, dist_info
         self.preprocessed = Path(preprocessed_folder)
@@ -133,7 +133,7 @@ class SamTrainer(EpochLoop):
         peft = PeftConfig(config.lora_rank, config.lora_alpha, config.lora_dropout, config.adapter_ratio)
         self.model = build_model(config.backbone, config.strategy, len(class_names),
                                  input_size=backbone_plan["input_size"], checkpoint=base_checkpoint,
-                                 class_names=class_names, peft=peft).to(device)
+                                 class_names=class_names, peft=peft, pretrained_encoder=pretrained_encoder).to(device)
         self.model.metadata[MIRRORING_RECORD] = self.mirroring_axes()  # prediction mirrors along these only
         self.mapper = InputMapper(self.plan["intensity_mapping"]["window_per_channel"],
                                   backbone_plan["input_range"], self.model.input_size, device)

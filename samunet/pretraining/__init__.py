@@ -1,0 +1,1 @@
+"""Self-supervised continued pretraining of SAM image encoders on the user's unlabelled images."""
