@@ -44,8 +44,7 @@ def _source_cases(folder, prefix, num_channels, ending):
 
 def collect_sources(raw_folder, extra_folders, plan):
     """{preprocessed id: RawCase without label} and {source: count}; the plan decides the channel count."""
-    meta = read_dataset_json(Path(raw_folder))
-    ending = meta[3]
+    ending = read_dataset_json(Path(raw_folder))[3]  # (meta, channels, labels, file ending)
     num_channels = len(plan["channel_names"])
     cases, counts = {}, {}
     sources = [(Path(raw_folder) / "imagesTr", "Tr"), (Path(raw_folder) / "imagesTs", "Ts")]
