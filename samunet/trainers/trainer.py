@@ -30,8 +30,8 @@ from samunet.preprocessing.storage import case_files
 from samunet.trainers.amp import amp_dtype
 from samunet.trainers.augmentation import MIRROR_AXES, MIRRORING_RECORD, mirror_combinations
 from samunet.trainers.distributed import barrier
-from samunet.trainers.epoch_loop import EpochLoop
 from samunet.trainers.embedding_cache import EmbeddingCache, FillExceedsBudget
+from samunet.trainers.epoch_loop import EpochLoop
 from samunet.trainers.input_mapping import InputMapper
 from samunet.trainers.loss import ce_dice_loss
 from samunet.trainers.progress import plot_progress
