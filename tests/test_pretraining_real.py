@@ -11,7 +11,7 @@ from samunet.planners.cli import run_fingerprint, run_planning
 from samunet.planners.plan_file import read_plan
 from samunet.pretraining.pretrain_cli import build_parser, pretrain
 from samunet.pretraining.pretrainer import Pretrainer
-from samunet.pretraining.unlabelled_images import prepare_unlabelled_images
+from samunet.preprocessing.unlabelled_images import prepare_unlabelled_images
 from samunet.trainers.slice_dataset import SliceDataset
 from samunet.trainers.slice_sampler import SliceSpec
 

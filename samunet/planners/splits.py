@@ -1,6 +1,8 @@
 """Cross-validation splits, made exactly as nnU-Net makes them so that folds are comparable."""
 from sklearn.model_selection import KFold
 
+from samunet.errors import SamunetError
+
 SPLITS_FILE = "splits_final.json"
 NUM_FOLDS = 5
 SPLIT_SEED = 12345
@@ -20,3 +22,20 @@ def make_splits(case_ids, num_folds=NUM_FOLDS, seed=SPLIT_SEED):
         {"train": [keys[i] for i in train], "val": [keys[i] for i in val]}
         for train, val in kfold.split(keys)
     ]
+
+
+def fold_cases(splits, fold, all_cases, num_train_cases=None):
+    """(training cases, validation cases) of `fold` ('all': every case in both); with `num_train_cases`
+    (few-shot training), the first that many training cases."""
+    if fold == "all":
+        train, val = sorted(all_cases), sorted(all_cases)
+    else:
+        index = int(fold)
+        if not 0 <= index < len(splits):
+            raise SamunetError(f"fold {fold} does not exist: splits_final.json has folds 0..{len(splits) - 1}")
+        train, val = splits[index]["train"], splits[index]["val"]
+    if num_train_cases is not None:
+        if not 1 <= num_train_cases <= len(train):
+            raise SamunetError(f"--num-train-cases must be 1..{len(train)} for fold {fold}")
+        train = train[:num_train_cases]
+    return train, val

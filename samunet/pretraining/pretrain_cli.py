@@ -20,7 +20,7 @@ from samunet.planners.backbone_specs import BACKBONES
 from samunet.planners.experiment_planner import PLANS_FILE
 from samunet.planners.plan_file import read_plan
 from samunet.pretraining.pretrainer import TUNE_MODES, PretrainConfig, Pretrainer
-from samunet.pretraining.unlabelled_images import prepare_unlabelled_images
+from samunet.preprocessing.unlabelled_images import prepare_unlabelled_images
 from samunet.trainers.amp import default_amp
 from samunet.trainers.distributed import barrier, init_distributed, shutdown
 

@@ -53,10 +53,14 @@ class FillExceedsBudget(Exception):
 
 
 class EmbeddingCache:
-    def __init__(self, preprocessed_folder, data_folder, plan, metadata, amp):
+    def __init__(self, preprocessed_folder, data_folder, plan, metadata, amp, other_folders=None):
         self.folder, self.key = cache_folder(preprocessed_folder, plan, metadata, amp)
         self.data_folder = data_folder
+        self.other_folders = other_folders or {}  # case id -> folder, for cases kept elsewhere (synthetic ones)
         self._arrays = {}
+
+    def _case_folder(self, case_id):
+        return self.other_folders.get(case_id, self.data_folder)
 
     def _folder(self, mirror=()):
         """Where the embeddings of slices flipped along `mirror` (slice axes; () for none) live."""
@@ -71,7 +75,7 @@ class EmbeddingCache:
         if not (array.is_file() and info.is_file()):
             return False
         try:
-            return read_json(info).get("stamp") == load_properties(self.data_folder, case_id)["stamp"]
+            return read_json(info).get("stamp") == load_properties(self._case_folder(case_id), case_id)["stamp"]
         except (SamunetError, AttributeError):
             return False
 
@@ -89,12 +93,12 @@ class EmbeddingCache:
         for mirror in mirrors:  # the caller holds the dataset's lock
             remove_temporaries(self._folder(mirror))
         write_json(self.key, self.folder / "cache_key.json")
-        total = sum(load_properties(self.data_folder, c)["shape_after_resampling"][0] * len(m) for c, m in todo.items())
+        total = sum(load_properties(self._case_folder(c), c)["shape_after_resampling"][0] * len(m) for c, m in todo.items())
         model.eval()
         bar = tqdm(total=total, desc=f"caching embeddings ({self.folder.name})", disable=not show_progress, leave=False)
         began, encoded, timed = time.perf_counter(), 0, None
         for case_id, case_mirrors in todo.items():
-            data, _, props = open_case(self.data_folder, case_id)
+            data, _, props = open_case(self._case_folder(case_id), case_id)
             data = data[...]
             for mirror in case_mirrors:
                 flipped = np.flip(data, axis=tuple(a + 2 for a in mirror))  # (C, S, H, W): slice axes are 2, 3

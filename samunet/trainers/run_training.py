@@ -7,7 +7,7 @@ Multi-GPU (or multi-process CPU): `torchrun --nproc_per_node N -m samunet.traine
 import argparse
 import contextlib
 
-from samunet.cli_types import int_at_least, non_negative_float, positive_float
+from samunet.cli_types import fraction, int_at_least, non_negative_float, positive_float
 from samunet.device import resolve_device
 from samunet.errors import SamunetError, cli_entry
 from samunet.file_io import folder_lock
@@ -15,7 +15,10 @@ from samunet.planners.experiment_planner import PLANS_FILE
 from samunet.planners.plan_file import read_plan
 from samunet.models.strategies import STRATEGIES
 from samunet.models.pretrained_encoder import read_description
-from samunet.paths import configuration_name, find_preprocessed_dataset, pretrained_encoder_folder, results_root
+from samunet.paths import (configuration_name, find_preprocessed_dataset, find_raw_dataset,
+                           pretrained_encoder_folder, results_root)
+from samunet.synthesis.methods import DEFAULT_METHOD, METHODS
+from samunet.synthesis.synthetic_set import synthesize_set
 from samunet.trainers.amp import default_amp
 from samunet.trainers.distributed import init_distributed, shutdown
 from samunet.trainers.trainer import TrainConfig, copy_run_description, trainer_class
@@ -37,6 +40,11 @@ def build_parser():
     p.add_argument("--lr", type=positive_float, default=None, help="peak learning rate (default 5e-4; 1e-4 for 'full')")
     p.add_argument("--num-train-cases", type=int_at_least(1), default=None,
                    help="few-shot: train on the first N cases of the fold's training split")
+    p.add_argument("--synthesis", nargs="?", const=DEFAULT_METHOD, choices=list(METHODS), default=None,
+                   help="few-shot: also train on cases synthesised from the N exemplars and the unlabelled images "
+                        f"(samunet_synthesize; made or brought up to date first). Method default {DEFAULT_METHOD}")
+    p.add_argument("--synthetic-fraction", type=fraction, default=TrainConfig.synthetic_fraction,
+                   help=f"share of training slices drawn from synthetic cases (default {TrainConfig.synthetic_fraction})")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     p.add_argument("--amp", choices=("bf16", "fp16", "off"), default=None,
                    help="mixed precision (default: bf16 where supported, fp16 on older GPUs, else off)")
@@ -73,7 +81,10 @@ def train(args, show_progress=True):
         amp=args.amp or default_amp(device), num_workers=args.np, use_cache=not args.no_cache,
         augment=not args.no_augmentation, cache_mirroring=args.cache_mirroring, val_slices=args.val_slices,
         seed=args.seed, lora_rank=args.lora_rank, time_budget_minutes=args.time_budget,
+        synthesis=args.synthesis, synthetic_fraction=args.synthetic_fraction,
     )
+    if args.synthesis and args.num_train_cases is None:
+        raise SamunetError("--synthesis needs --num-train-cases N (the labelled exemplars)")
     pretrained = None
     if args.pretrained:
         pretrained = pretrained_encoder_folder(results_root() / preprocessed.name, args.pretrained)
@@ -99,14 +110,21 @@ def train(args, show_progress=True):
         with contextlib.ExitStack() as lock:
             if dist_info.is_main:  # one run of a fold at a time: a second one stops with one line
                 lock.enter_context(folder_lock(output, "samunet_train", wait=False))
+            if args.synthesis and not validate_only:  # every rank: the first makes the set, the others find it current
+                synthesize_set(find_raw_dataset(args.dataset), preprocessed, plan, args.fold, args.num_train_cases,
+                               args.synthesis, num_processes=max(1, args.np),
+                               show_progress=show_progress and dist_info.is_main)
             cls = trainer_class(args.strategy, config.use_cache)
             trainer = cls(config, preprocessed, output, device, dist_info, base_checkpoint=args.checkpoint,
                           show_progress=show_progress, pretrained_encoder=pretrained)
             if dist_info.is_main:
                 copy_run_description(preprocessed, configuration)
                 encoder = f" with pretrained encoder {args.pretrained}" if args.pretrained else ""
+                synthetic = (f" + {len(trainer.synthetic.case_ids)} synthetic ({args.synthesis}, "
+                             f"{config.synthetic_fraction:g} of the slices)" if trainer.synthetic else "")
                 trainer.write_log(f"{cls.__name__}: {args.strategy} on {backbone}{encoder}, fold {args.fold}, device {device}, "
-                                  f"amp {config.amp}, batch {trainer.batch_size}, {len(trainer.train_cases)} training cases")
+                                  f"amp {config.amp}, batch {trainer.batch_size}, {len(trainer.train_cases)} training cases"
+                                  f"{synthetic}")
             if validate_only:
                 trainer.load(final)
                 summary = trainer.write_validation_summary() if dist_info.is_main else None

@@ -10,14 +10,15 @@ from samunet.trainers.augmentation import augment_slice
 
 
 class SliceDataset(Dataset):
-    def __init__(self, data_folder, augment=True):
+    def __init__(self, data_folder, augment=True, other_folders=None):
         self.data_folder = data_folder
+        self.other_folders = other_folders or {}  # case id -> folder, for cases kept elsewhere (synthetic ones)
         self.augment = augment
         self._open = {}  # lazily opened blosc2 arrays, per process
 
     def _arrays(self, case_id):
         if case_id not in self._open:
-            data, seg, _ = open_case(self.data_folder, case_id)
+            data, seg, _ = open_case(self.other_folders.get(case_id, self.data_folder), case_id)
             self._open[case_id] = (data, seg)
         return self._open[case_id]
 

@@ -1,5 +1,8 @@
 """Which slices a training epoch sees: random (case, slice) pairs with foreground oversampling.
 
+With a synthetic set (synthesis/), each slice comes from a synthetic case with probability
+`synthetic_fraction`, the case drawn by the set's quality weights; otherwise from a real case.
+
 Batches of epoch e come from a generator seeded with (seed, e), so a run resumed at an epoch boundary
 draws exactly the batches an uninterrupted run would, and every DDP rank draws the same global batches
 (each then keeps its own share).
@@ -21,13 +24,17 @@ class SliceSpec:
 
 
 class SliceSampler:
-    def __init__(self, data_folder, case_ids, seed=12345, oversample=OVERSAMPLE_FOREGROUND):
+    def __init__(self, data_folder, case_ids, seed=12345, oversample=OVERSAMPLE_FOREGROUND, synthetic=None,
+                 synthetic_fraction=0.0):
         self.case_ids = list(case_ids)
         self.seed = seed
         self.oversample = oversample
+        self.synthetic, self.synthetic_fraction = synthetic, synthetic_fraction  # a SyntheticSet or None
         self.num_slices, self.class_slices = {}, {}
-        for case_id in self.case_ids:
-            props = load_properties(data_folder, case_id)
+        cases = [(data_folder, c) for c in self.case_ids] + ([(synthetic.folder, c) for c in synthetic.case_ids]
+                                                             if synthetic else [])
+        for folder, case_id in cases:
+            props = load_properties(folder, case_id)
             self.num_slices[case_id] = props["shape_after_resampling"][0]
             self.class_slices[case_id] = {int(c): s for c, s in props.get("class_slices", {}).items() if s}
 
@@ -36,8 +43,13 @@ class SliceSampler:
             return j >= round(batch_size * (1 - self.oversample))
         return rng.random() < self.oversample
 
+    def _case(self, rng):
+        if self.synthetic is not None and self.synthetic_fraction > 0 and rng.random() < self.synthetic_fraction:
+            return self.synthetic.case_ids[rng.choice(len(self.synthetic.case_ids), p=self.synthetic.weights)]
+        return self.case_ids[rng.integers(len(self.case_ids))]
+
     def _draw(self, rng, force_foreground):
-        case_id = self.case_ids[rng.integers(len(self.case_ids))]
+        case_id = self._case(rng)
         classes = self.class_slices[case_id]
         if force_foreground and classes:
             cls = sorted(classes)[rng.integers(len(classes))]

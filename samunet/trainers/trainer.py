@@ -25,8 +25,9 @@ from samunet.models.inference_precision import for_inference
 from samunet.models.strategies import get_strategy
 from samunet.planners.experiment_planner import PLANS_FILE
 from samunet.planners.plan_file import read_plan, read_splits
-from samunet.planners.splits import SPLITS_FILE
+from samunet.planners.splits import SPLITS_FILE, fold_cases
 from samunet.preprocessing.storage import case_files
+from samunet.synthesis.synthetic_set import read_synthetic_set
 from samunet.trainers.amp import amp_dtype
 from samunet.trainers.augmentation import MIRROR_AXES, MIRRORING_RECORD, mirror_combinations
 from samunet.trainers.distributed import barrier
@@ -65,6 +66,8 @@ class TrainConfig:
     seed: int = 12345
     time_budget_minutes: float = None  # end the LR decay at the whole epochs that fit this wall time; stop there
     lora_rank: int = 4
+    synthesis: str = None  # a synthesis method: also train on its synthetic set for these exemplars
+    synthetic_fraction: float = 0.5  # share of training slices drawn from the synthetic set
     lora_alpha: float = 4.0
     lora_dropout: float = 0.0
     adapter_ratio: float = 0.25
@@ -86,15 +89,6 @@ class DecodeOnly(nn.Module):
         return self.model.decode(embeddings)
 
 
-def fold_cases(splits, fold, all_cases):
-    if fold == "all":
-        return sorted(all_cases), sorted(all_cases)
-    index = int(fold)
-    if not 0 <= index < len(splits):
-        raise SamunetError(f"fold {fold} does not exist: splits_final.json has folds 0..{len(splits) - 1}")
-    return splits[index]["train"], splits[index]["val"]
-
-
 class SamTrainer(EpochLoop):
     def __init__(self, config, preprocessed_folder, output_folder, device, dist_info, base_checkpoint=None,
                  show_progress=True, pretrained_encoder=None):
@@ -112,11 +106,8 @@ class SamTrainer(EpochLoop):
             raise SamunetError(f"backbone {config.backbone} is not in {self.preprocessed / PLANS_FILE}")
         splits = read_splits(self.preprocessed / SPLITS_FILE)
         all_cases = sorted(p.stem for p in self.data_folder.glob("*.json"))
-        self.train_cases, self.val_cases = fold_cases(splits, config.fold, all_cases)
-        if config.num_train_cases is not None:
-            if not 1 <= config.num_train_cases <= len(self.train_cases):
-                raise SamunetError(f"--num-train-cases must be 1..{len(self.train_cases)} for fold {config.fold}")
-            self.train_cases = self.train_cases[: config.num_train_cases]
+        self.train_cases, self.val_cases = fold_cases(splits, config.fold, all_cases, config.num_train_cases)
+        self.synthetic = self._synthetic_set()
         missing = sorted(set(self.train_cases + self.val_cases) - set(all_cases))
         if missing:
             raise SamunetError(f"{self.data_folder}: cases of the split are not preprocessed: {', '.join(missing[:5])}")
@@ -135,13 +126,29 @@ class SamTrainer(EpochLoop):
                                  input_size=backbone_plan["input_size"], checkpoint=base_checkpoint,
                                  class_names=class_names, peft=peft, pretrained_encoder=pretrained_encoder).to(device)
         self.model.metadata[MIRRORING_RECORD] = self.mirroring_axes()  # prediction mirrors along these only
+        if self.synthetic is not None:
+            self.model.metadata["synthesis"] = {
+                "method": config.synthesis, "num_exemplars": len(self.train_cases),
+                "synthetic_cases": len(self.synthetic.case_ids), "synthetic_fraction": config.synthetic_fraction,
+                "set": self.synthetic.folder.name}
         self.mapper = InputMapper(self.plan["intensity_mapping"]["window_per_channel"],
                                   backbone_plan["input_range"], self.model.input_size, device)
-        self.sampler = SliceSampler(self.data_folder, self.train_cases, seed=config.seed)
+        self.sampler = SliceSampler(self.data_folder, self.train_cases, seed=config.seed, synthetic=self.synthetic,
+                                    synthetic_fraction=config.synthetic_fraction)
         self.set_up_optimization(self._trained_module(), config.learning_rate())
         self.val_specs = validation_slices(self.data_folder, self.val_cases, config.val_slices)
         self.log = {"train_loss": [], "pseudo_dice": [], "ema_dice": [], "lr": [], "epoch_seconds": []}
         self.best_ema = -1.0
+
+    def _synthetic_set(self):
+        if not self.cfg.synthesis:
+            return None
+        return read_synthetic_set(self.preprocessed, self.plan, self.cfg.fold, self.cfg.num_train_cases,
+                                  self.cfg.synthesis, self.train_cases)
+
+    def other_folders(self):
+        """Where cases outside the preprocessed folder live: the synthetic ones."""
+        return {c: self.synthetic.folder for c in self.synthetic.case_ids} if self.synthetic else {}
 
     # --- the places where cached training differs -----------------------------------------------
     def mirroring_axes(self):
@@ -153,7 +160,7 @@ class SamTrainer(EpochLoop):
 
     def _epoch_inputs(self, batches):
         """Yield (inputs, targets) on the device for this rank's share of each global batch."""
-        dataset = SliceDataset(self.data_folder, augment=self.cfg.augment)
+        dataset = SliceDataset(self.data_folder, augment=self.cfg.augment, other_folders=self.other_folders())
         in_workers = self.cfg.num_workers > 0 and self.device.type == "cpu"  # on a GPU, it resizes faster
         loader = DataLoader(dataset, batch_sampler=batches, num_workers=self.cfg.num_workers,
                             collate_fn=MappedCollate(self.mapper) if in_workers else collate_slices)
@@ -337,8 +344,8 @@ class CachedEmbeddingTrainer(FrozenEncoderTrainer):
         self.cached = True  # False once the fill is found not to fit the time budget
         super().__init__(*args, **kwargs)
         self.cache = EmbeddingCache(self.preprocessed, self.data_folder, self.plan, self.model.metadata,
-                                    self.cfg.amp)
-        self.label_source = SliceDataset(self.data_folder, augment=False)
+                                    self.cfg.amp, self.other_folders())
+        self.label_source = SliceDataset(self.data_folder, augment=False, other_folders=self.other_folders())
         self.mirrors = mirror_combinations(self.mirroring_axes())
         self.fill_seconds = 0.0
 
@@ -354,9 +361,10 @@ class CachedEmbeddingTrainer(FrozenEncoderTrainer):
             start = time.perf_counter()
             try:
                 with folder_lock(self.preprocessed, "an embedding-cache fill"):
-                    encoded = self.cache.fill(sorted(set(self.train_cases + self.val_cases)), self._inference_copy(),
-                                              self.mapper, self.autocast, self.batch_size, self.show_progress,
-                                              self.mirrors, self.seconds_left if self.cfg.time_budget_minutes else None)
+                    cases = sorted(set(self.train_cases + self.val_cases)) + list(self.other_folders())
+                    encoded = self.cache.fill(cases, self._inference_copy(), self.mapper, self.autocast,
+                                              self.batch_size, self.show_progress, self.mirrors,
+                                              self.seconds_left if self.cfg.time_budget_minutes else None)
                 if encoded:
                     self.write_log(f"embedding cache: encoded {encoded} slices in {time.perf_counter() - start:.1f} s "
                                    f"-> {self.cache.folder}")

@@ -1,8 +1,9 @@
-"""The images pretraining learns from, preprocessed exactly as training slices are; labels never read.
+"""Every image a user has, preprocessed exactly as training slices are, labels never read: what
+self-supervised pretraining (samunet_pretrain) and exemplar-guided synthesis (samunet_synthesize) learn from.
 
 Sources: the raw dataset's `imagesTr` and `imagesTs`, and any `--extra-images` folders of volumes named
 {case}_{XXXX}{file_ending} with the plan's channels. Every case goes through the preprocessing stage's
-own `preprocess_case` without a label, into `<preprocessed>/DatasetXXX_Name/pretraining_<data
+own `preprocess_case` without a label, into `<preprocessed>/DatasetXXX_Name/unlabelled_<data
 identifier>/`, under an id that names its source (`Tr_`, `Ts_`, `x<hash of the folder>_`) so that equal
 case names in different folders never collide. Cases are stamped like training cases, so a later run
 preprocesses only what is new or changed.
@@ -24,7 +25,8 @@ from samunet.preprocessing.preprocess_dataset import case_stamp
 from samunet.preprocessing.storage import is_case_current, save_case
 from samunet.raw_dataset import RawCase, read_dataset_json
 
-FOLDER_PREFIX = "pretraining_"
+FOLDER_PREFIX = "unlabelled_"
+TRAINING_PREFIX = "Tr_"  # ids of imagesTr cases: Tr_<case id>
 
 
 @dataclass
@@ -47,7 +49,7 @@ def collect_sources(raw_folder, extra_folders, plan):
     ending = read_dataset_json(Path(raw_folder))[3]  # (meta, channels, labels, file ending)
     num_channels = len(plan["channel_names"])
     cases, counts = {}, {}
-    sources = [(Path(raw_folder) / "imagesTr", "Tr"), (Path(raw_folder) / "imagesTs", "Ts")]
+    sources = [(Path(raw_folder) / "imagesTr", TRAINING_PREFIX[:-1]), (Path(raw_folder) / "imagesTs", "Ts")]
     for folder in extra_folders:
         folder = Path(folder)
         if not folder.is_dir():
@@ -75,10 +77,10 @@ def _preprocess_images(job):
 def prepare_unlabelled_images(raw_folder, dataset_folder, plan, extra_folders=(), num_processes=1,
                               show_progress=True):
     """Preprocess every image of every source that is not current yet; the dataset's lock is held, so
-    planning, preprocessing and other pretraining runs wait."""
+    planning, preprocessing and other runs that prepare these images wait."""
     cases, counts = collect_sources(raw_folder, extra_folders, plan)
     out = Path(dataset_folder) / f"{FOLDER_PREFIX}{plan['data_identifier']}"
-    with folder_lock(dataset_folder, "preprocessing of the images for pretraining"):
+    with folder_lock(dataset_folder, "preprocessing of the unlabelled images"):
         out.mkdir(parents=True, exist_ok=True)
         remove_temporaries(out)
         jobs = []
@@ -88,6 +90,6 @@ def prepare_unlabelled_images(raw_folder, dataset_folder, plan, extra_folders=()
                 jobs.append((case, plan, out, stamp))
         map_with_progress(_preprocess_images, jobs, num_processes, desc="preprocessing images")
     if show_progress:
-        tqdm.write(f"pretraining images: {len(cases)} cases ({', '.join(f'{n} from {s}' for s, n in counts.items())}), "
+        tqdm.write(f"unlabelled images: {len(cases)} cases ({', '.join(f'{n} from {s}' for s, n in counts.items())}), "
                    f"{len(jobs)} newly preprocessed -> {out}")
     return UnlabelledImages(out, sorted(cases), counts)

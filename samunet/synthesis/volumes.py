@@ -1,0 +1,28 @@
+"""What synthesis methods take and return: preprocessed volumes (C, S, H, W) with their voxel spacing."""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Volume:
+    case_id: str
+    image: np.ndarray  # float32 (C, S, H, W), preprocessed
+    spacing: tuple  # (S, H, W) axes, mm
+    seg: np.ndarray = None  # (S, H, W) label map: exemplars only
+
+
+@dataclass
+class SyntheticCase:
+    seg: np.ndarray  # (S, H, W) label map on the returned image
+    quality: float  # 0..1, higher is more trustworthy (see each method)
+    image: np.ndarray = None  # (C, S, H, W); None: the target's own image, unchanged
+    details: dict = field(default_factory=dict)  # method-specific numbers, written to the case's properties
+
+
+def local_correlation(a, b, mask):
+    """Pearson correlation of two images inside `mask`, 0 where it is undefined."""
+    x, y = a[mask].astype(np.float64), b[mask].astype(np.float64)
+    if x.size < 2 or x.std() == 0 or y.std() == 0:
+        return 0.0
+    return float(np.corrcoef(x, y)[0, 1])
