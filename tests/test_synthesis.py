@@ -182,6 +182,45 @@ def test_stage_reads_no_label_but_the_exemplars_skips_finished_cases_and_follows
                            [train_cases[0], train_cases[1]])
 
 
+def test_a_failed_registration_is_recorded_and_left_out_not_fatal(make_dataset, env, monkeypatch, capsys):
+    prepare_dataset(make_dataset, env, num_cases=5)
+    real_synthesize = registration.synthesize
+
+    def odd_image(target, *args):
+        if target.case_id.endswith("_003"):
+            raise RuntimeError("Exception thrown in SimpleITK ImageRegistrationMethod_Execute: too few samples")
+        return real_synthesize(target, *args)
+
+    monkeypatch.setattr(registration, "synthesize", odd_image)
+    made = synthesize_set(env.raw / DATASET, env.preprocessed / DATASET,
+                          read_json(env.preprocessed / DATASET / "samunet_plans.json"), "0", 1)
+    failed = "syn_registration_fold0_n1_Tr_synthetic_003"
+    description = made.description
+    assert description["failed"] == [failed] and description["cases"][failed]["weight"] == 0
+    assert failed not in made.case_ids and len(made.case_ids) == description["num_cases"] - 1
+    assert "too few samples" in load_properties(made.folder, failed)["synthesis"]["failed"]
+    assert "1 failed (listed in synthesis.json)" in capsys.readouterr().out
+
+
+def test_copy_paste_set_on_two_channel_images_with_imagests(make_dataset, env):
+    prepare_dataset(make_dataset, env, num_cases=4, num_channels=2)
+    raw = env.raw / DATASET
+    (raw / "imagesTs").mkdir()
+    for channel in ("0000", "0001"):  # an unlabelled test image joins the targets
+        (raw / "imagesTs" / f"new_{channel}.nii.gz").write_bytes((raw / "imagesTr" / f"synthetic_000_{channel}.nii.gz").read_bytes())
+    samunet_synthesize(["990", "--num-train-cases", "1", "--method", "copy_paste", "-np", "1"])
+    folder = set_folder(env, "copy_paste_fold0_n1")
+    description = read_json(folder / "synthesis.json")
+    assert description["unlabelled_images"] == {"imagesTr": 4, "imagesTs": 1}
+    assert "syn_copy_paste_fold0_n1_Ts_new" in description["cases"]
+    for case_id in description["cases"]:
+        data, seg, props = load_case(folder, case_id)
+        source, _, _ = load_case(env.preprocessed / DATASET / "unlabelled_samunet_2d", props["synthesis"]["target"])
+        assert data.shape == source.shape and data.shape[0] == 2 and seg.any()
+        for c in range(2):  # pasted into both channels
+            assert (data[c][seg > 0] != source[c][seg > 0]).mean() > 0.9
+
+
 def test_sampler_draws_the_synthetic_share_by_weight(tmp_path):
     def write(folder, case_id):
         storage.save_case(folder, case_id, np.zeros((1, 3, 4, 4), np.float32), np.zeros((3, 4, 4), np.uint8),

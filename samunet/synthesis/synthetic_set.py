@@ -42,7 +42,7 @@ from samunet.preprocessing.preprocess_case import class_slices
 from samunet.preprocessing.storage import case_files, is_case_current, load_case, load_properties, save_case
 from samunet.preprocessing.unlabelled_images import TRAINING_PREFIX, prepare_unlabelled_images
 from samunet.synthesis.methods import DEFAULT_METHOD, METHODS
-from samunet.synthesis.volumes import Volume
+from samunet.synthesis.volumes import SyntheticCase, Volume
 
 FOLDER_PREFIX = "synthetic_"
 DESCRIPTION_FILE = "synthesis.json"
@@ -87,11 +87,15 @@ def _exemplars_and_targets(preprocessed, plan, fold, num_exemplars, image_ids):
     return data_folder, exemplars, targets
 
 
-@functools.lru_cache(maxsize=16)
-def _load_volume(folder, case_id, stamp, labelled):
-    """A worker loads each exemplar once (stamp: a changed file is read again)."""
+def _load_volume(folder, case_id, labelled):
     data, seg, props = load_case(folder, case_id)
     return Volume(case_id, data, tuple(props["spacing_after_resampling"]), seg if labelled else None)
+
+
+@functools.lru_cache(maxsize=32)
+def _load_exemplar(folder, case_id, stamp):
+    """A worker loads each exemplar once (the stamp is part of the key: a changed case is read again)."""
+    return _load_volume(folder, case_id, labelled=True)
 
 
 def _case_stamp(method, options, seed, exemplars, target):
@@ -104,14 +108,18 @@ def _synthesize_one(job):
     start = time.perf_counter()
     if job["single_threaded"]:  # worker processes share the cores: one ITK thread each
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-    target_folder, target_id, target_stamp = job["target"]
-    target = _load_volume(target_folder, target_id, target_stamp, False)
-    exemplars = [_load_volume(folder, case_id, stamp, True) for folder, case_id, stamp in job["exemplars"]]
+    target_folder, target_id, _ = job["target"]
+    target = _load_volume(target_folder, target_id, labelled=False)
+    exemplars = [_load_exemplar(folder, case_id, stamp) for folder, case_id, stamp in job["exemplars"]]
     rng = np.random.default_rng([job["seed"], zlib.crc32(target_id.encode())])
     try:
         result = METHODS[job["method"]].synthesize(target, exemplars, rng, job["options"])
-    except RuntimeError as err:  # SimpleITK reports failures as RuntimeError
-        raise SamunetError(f"{target_folder}/{target_id}: synthesis failed ({str(err).strip().splitlines()[-1]})") from None
+    except RuntimeError as err:  # SimpleITK reports a registration that cannot run as RuntimeError
+        # One odd image must not stop a run over hundreds: the case is kept with quality 0, so the
+        # quality rule leaves it out of training, and synthesis.json lists it as failed.
+        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        result = SyntheticCase(seg=np.zeros(target.image.shape[1:], exemplars[0].seg.dtype), quality=0.0,
+                               details={"failed": reason})
     image = target.image if result.image is None else result.image.astype(np.float32)
     props = {k: v for k, v in load_properties(target_folder, target_id).items() if k not in ("stamp", "case_id")}
     seconds = time.perf_counter() - start
@@ -173,13 +181,15 @@ def synthesize_set(raw_folder, preprocessed, plan, fold, num_exemplars, method=D
         began = time.perf_counter()
         seconds = map_with_progress(_synthesize_one, jobs, num_processes, desc=f"synthesis ({name})")
         wall = time.perf_counter() - began
-        qualities = {c: load_properties(folder, c)["synthesis"]["quality"] for c in wanted}
+        records = {c: load_properties(folder, c)["synthesis"] for c in wanted}
+        qualities = {c: r["quality"] for c, r in records.items()}
+        failed = sorted(c for c, r in records.items() if "failed" in r)
         weights, floor = _quality_weights(qualities)
         description = {
             "format": FORMAT, "method": method, "options": options, "seed": seed, "fold": fold,
             "num_exemplars": num_exemplars, "exemplars": {c: s for _, c, s in exemplar_stamps},
             "unlabelled_images": images.counts, "extra_folders": [str(Path(f).resolve()) for f in extra_folders],
-            "num_cases": len(wanted), "num_used": len(weights), "quality_floor": floor,
+            "num_cases": len(wanted), "num_used": len(weights), "failed": failed, "quality_floor": floor,
             "quality_rule": f"cases under {QUALITY_FLOOR} x the median quality are dropped; the others are drawn "
                             "with probability proportional to their quality",
             "cases": {c: {"target": t, "quality": qualities[c], "weight": weights.get(c, 0.0)}
@@ -193,8 +203,9 @@ def synthesize_set(raw_folder, preprocessed, plan, fold, num_exemplars, method=D
             description["cost"] = read_json(folder / DESCRIPTION_FILE).get("cost")
         write_json(description, folder / DESCRIPTION_FILE)
     if show_progress:
+        failures = f", {len(failed)} failed (listed in {DESCRIPTION_FILE})" if failed else ""
         tqdm.write(f"synthetic set {name}: {len(wanted)} cases ({len(jobs)} newly made), {len(weights)} used for "
-                   f"training -> {folder}")
+                   f"training{failures} -> {folder}")
     return SyntheticSet(folder, sorted(weights), np.array([weights[c] for c in sorted(weights)]), description)
 
 
@@ -210,6 +221,8 @@ def read_synthetic_set(preprocessed, plan, fold, num_exemplars, method, exemplar
     if description.get("format") != FORMAT or list(description.get("exemplars", {}).items()) != list(current.items()):
         raise SamunetError(f"{path}: made from other exemplars or an older format; run samunet_synthesize again")
     used = {c: info["weight"] for c, info in description["cases"].items() if info["weight"] > 0}
+    if not used:
+        raise SamunetError(f"{path}: no synthetic case passed the quality rule (see the cases' quality there)")
     for case_id in used:
         if not case_files(folder, case_id)[2].is_file():
             raise SamunetError(f"{folder}: case {case_id} is missing; run samunet_synthesize again")
