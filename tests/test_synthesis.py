@@ -1,7 +1,5 @@
 """Exemplar-guided synthesis: the methods on phantoms with a known deformation, the stage (labels of
 non-exemplars never read, resumable, invalidated by its inputs), the sampler's mix and training with it."""
-import json
-
 import numpy as np
 import pytest
 from scipy.ndimage import binary_dilation, gaussian_filter, map_coordinates
@@ -11,9 +9,9 @@ from samunet.file_io import read_json, write_json
 from samunet.inference.predict_cli import main as predict
 from samunet.preprocessing import storage
 from samunet.preprocessing.storage import load_case, load_properties
-from samunet.synthesis import synthetic_set
 from samunet.synthesis.label_fusion import agreement, foreground_dice, fuse_labels
 from samunet.synthesis.methods import copy_paste, registration
+from samunet.synthesis.quality import sampling_weights
 from samunet.synthesis.synthesize_cli import main as samunet_synthesize
 from samunet.synthesis.synthetic_set import SyntheticSet, read_synthetic_set, synthesize_set
 from samunet.synthesis.volumes import Volume
@@ -103,7 +101,7 @@ def test_copy_paste_labels_lie_where_the_image_changed():
 
 
 def test_quality_rule_drops_outliers_and_weights_the_rest():
-    weights, floor = synthetic_set._quality_weights({"a": 0.8, "b": 0.6, "c": 0.2, "d": 0.7})
+    weights, floor = sampling_weights({"a": 0.8, "b": 0.6, "c": 0.2, "d": 0.7})
     assert floor == pytest.approx(0.5 * 0.65)
     assert set(weights) == {"a", "b", "d"} and sum(weights.values()) == pytest.approx(1.0)
     assert weights["a"] / weights["b"] == pytest.approx(0.8 / 0.6)
@@ -118,7 +116,7 @@ def test_stage_reads_no_label_but_the_exemplars_skips_finished_cases_and_follows
     prepare_dataset(make_dataset, env, num_cases=6)
     preprocessed = env.preprocessed / DATASET
     splits = read_json(preprocessed / "splits_final.json")
-    train_cases, val_cases = splits[0]["train"], splits[0]["val"]
+    train_cases = splits[0]["train"]
     exemplars = train_cases[:2]
     raw = env.raw / DATASET
     for label in (raw / "labelsTr").iterdir():

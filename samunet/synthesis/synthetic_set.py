@@ -18,8 +18,7 @@ Each case is stamped with the method, its options, the seed, the exemplars' and 
 (which include the plan's preprocessing): a later run redoes exactly the cases whose inputs changed or
 that an interrupted run left unfinished, and deletes those whose target is gone.
 
-Quality rule: cases scoring under QUALITY_FLOOR times the set's median quality are dropped from
-training; the others are drawn with probability proportional to their quality.
+Which cases training uses, and how often: synthesis/quality.py.
 """
 import functools
 import hashlib
@@ -42,12 +41,12 @@ from samunet.preprocessing.preprocess_case import class_slices
 from samunet.preprocessing.storage import case_files, is_case_current, load_case, load_properties, save_case
 from samunet.preprocessing.unlabelled_images import TRAINING_PREFIX, prepare_unlabelled_images
 from samunet.synthesis.methods import DEFAULT_METHOD, METHODS
+from samunet.synthesis.quality import RULE as QUALITY_RULE, sampling_weights
 from samunet.synthesis.volumes import SyntheticCase, Volume
 
 FOLDER_PREFIX = "synthetic_"
 DESCRIPTION_FILE = "synthesis.json"
 FORMAT = 1
-QUALITY_FLOOR = 0.5
 DEFAULT_SEED = 12345
 
 
@@ -133,14 +132,6 @@ def _synthesize_one(job):
     return seconds
 
 
-def _quality_weights(qualities):
-    """The documented rule (module docstring): {case: weight} of the cases training draws from."""
-    floor = QUALITY_FLOOR * float(np.median(list(qualities.values()))) if qualities else 0.0
-    kept = {c: q for c, q in qualities.items() if q >= floor and q > 0}
-    total = sum(kept.values())
-    return {c: q / total for c, q in kept.items()}, floor
-
-
 def synthesize_set(raw_folder, preprocessed, plan, fold, num_exemplars, method=DEFAULT_METHOD, options=None,
                    extra_folders=None, num_processes=1, seed=None, show_progress=True):
     """Make (or bring up to date) the synthetic set for these exemplars; returns it as a SyntheticSet.
@@ -184,14 +175,13 @@ def synthesize_set(raw_folder, preprocessed, plan, fold, num_exemplars, method=D
         records = {c: load_properties(folder, c)["synthesis"] for c in wanted}
         qualities = {c: r["quality"] for c, r in records.items()}
         failed = sorted(c for c, r in records.items() if "failed" in r)
-        weights, floor = _quality_weights(qualities)
+        weights, floor = sampling_weights(qualities)
         description = {
             "format": FORMAT, "method": method, "options": options, "seed": seed, "fold": fold,
             "num_exemplars": num_exemplars, "exemplars": {c: s for _, c, s in exemplar_stamps},
             "unlabelled_images": images.counts, "extra_folders": [str(Path(f).resolve()) for f in extra_folders],
             "num_cases": len(wanted), "num_used": len(weights), "failed": failed, "quality_floor": floor,
-            "quality_rule": f"cases under {QUALITY_FLOOR} x the median quality are dropped; the others are drawn "
-                            "with probability proportional to their quality",
+            "quality_rule": QUALITY_RULE,
             "cases": {c: {"target": t, "quality": qualities[c], "weight": weights.get(c, 0.0)}
                       for c, t in wanted.items()},
         }

@@ -19,10 +19,3 @@ class SyntheticCase:
     image: np.ndarray = None  # (C, S, H, W); None: the target's own image, unchanged
     details: dict = field(default_factory=dict)  # method-specific numbers, written to the case's properties
 
-
-def local_correlation(a, b, mask):
-    """Pearson correlation of two images inside `mask`, 0 where it is undefined."""
-    x, y = a[mask].astype(np.float64), b[mask].astype(np.float64)
-    if x.size < 2 or x.std() == 0 or y.std() == 0:
-        return 0.0
-    return float(np.corrcoef(x, y)[0, 1])

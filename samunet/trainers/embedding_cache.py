@@ -5,7 +5,7 @@ Embeddings of every slice are computed once (no augmentation: see README) and st
 embeddings depend on (backbone and its base weights, input size, the plan's preprocessing and intensity
 mapping, the encoder's precision, a pretrained encoder's hash), so the cache is shared by epochs, folds and strategies of one
 backbone + plan, and a change of either gets a fresh folder. Each case also records the stamp of the
-preprocessed case it was made from. Mirrored slices (for training that mirrors, --cache-mirroring) are
+preprocessed case it was made from (synthetic cases, from their own folder, included). Mirrored slices (for training that mirrors, --cache-mirroring) are
 encoded separately (a mirrored image's embedding is not the mirrored embedding: the encoder has position
 embeddings) into `mirror_0/`, `mirror_1/` and `mirror_01/` (slice rows, columns, both).
 """

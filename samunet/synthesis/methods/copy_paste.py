@@ -12,7 +12,8 @@ anatomy scores high.
 import numpy as np
 from scipy.ndimage import binary_dilation, gaussian_filter, map_coordinates
 
-from samunet.synthesis.volumes import SyntheticCase, local_correlation
+from samunet.synthesis.quality import local_correlation
+from samunet.synthesis.volumes import SyntheticCase
 
 DEFAULTS = {"margin": 4, "elastic_voxels": 2.0, "elastic_smoothing": 3.0, "jitter": 0.05, "blend_sigma": 1.0}
 

@@ -16,7 +16,8 @@ import SimpleITK as sitk
 from scipy.ndimage import binary_dilation
 
 from samunet.synthesis.label_fusion import agreement, fuse_labels
-from samunet.synthesis.volumes import SyntheticCase, local_correlation
+from samunet.synthesis.quality import local_correlation
+from samunet.synthesis.volumes import SyntheticCase
 
 DEFAULTS = {"fusion": "majority", "affine_iterations": 100, "demons_iterations": 100, "demons_smoothing": 1.0}
 MAX_VOXELS = 128**3
