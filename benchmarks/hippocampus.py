@@ -92,6 +92,21 @@ def evaluate(labels, predictions):
             for v, name in LABELS.items()} | {"mean": {k: summary["foreground_mean"][k] for k in ("Dice", "HD95")}}
 
 
+def schedule(spec, schedules):
+    """`strategy` or `strategy:ITERATIONS` -> (strategy, epochs, iterations per epoch), from the script's
+    {strategy: (epochs, iterations per epoch)}."""
+    strategy, _, total = spec.partition(":")
+    epochs, iters = schedules[strategy]
+    return strategy, (int(total) // iters if total else epochs), iters
+
+
+def seed_summary(runs):
+    """The runs of one table row, one per seed -> (mean test Dice, "mean (per seed)" text, mean HD95)."""
+    dice = [r["test"]["mean"]["Dice"] for r in runs]
+    mean = sum(dice) / len(dice)
+    return mean, f"{mean:.3f} ({' / '.join(f'{d:.3f}' for d in dice)})", sum(r["test"]["mean"]["HD95"] for r in runs) / len(runs)
+
+
 def predict_and_evaluate(work, run_env, method, name, images, labels, *flags):
     preds = work / "preds" / name
     shutil.rmtree(preds, ignore_errors=True)

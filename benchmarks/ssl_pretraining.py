@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hippocampus import environment, evaluate, log, run, set_up, split  # noqa: E402
+from hippocampus import environment, evaluate, log, run, schedule, seed_summary, set_up, split  # noqa: E402
 
 # iterations per run (batch 8): cached decoders are ~10x cheaper per iteration than lora_both
 SCHEDULES = {"decoder": (20, 25), "lora_both": (10, 10), "lora_decoder": (20, 25)}
@@ -52,13 +52,6 @@ def pretrain(work, env, tune, minutes=None, epochs=None):
     return folder, json.loads((folder / "encoder.json").read_text())
 
 
-def schedule(spec):
-    """`strategy` or `strategy:ITERATIONS` -> (strategy, epochs, iterations per epoch)."""
-    strategy, _, total = spec.partition(":")
-    epochs, iters = SCHEDULES[strategy]
-    return strategy, (int(total) // iters if total else epochs), iters
-
-
 def fine_tune(work, env, spec, n, seed, pretrained_folder, images, labels):
     _, val, pool = split(work)
     pre = work / "sam_pre" / "Dataset501_Hippocampus"
@@ -66,7 +59,7 @@ def fine_tune(work, env, spec, n, seed, pretrained_folder, images, labels):
     if (pre / "splits_final.json").read_text() != splits:  # written once: concurrent runs read it
         (pre / "splits_final.json").write_text(splits)
     arm = pretrained_folder.name if pretrained_folder else "released"
-    strategy, epochs, iters = schedule(spec)
+    strategy, epochs, iters = schedule(spec, SCHEDULES)
     tag = f"{spec}_n{n}_s{seed}_{arm}"
     results = work / "runs" / tag.replace(":", "-")
     shutil.rmtree(results, ignore_errors=True)
@@ -98,12 +91,9 @@ def table(results, strategies, seeds, arms):
                 runs = [results.get(f"{strategy}_n{n}_s{s}_{arm}") for s in seeds]
                 if not all(runs):
                     continue
-                dice = [r["test"]["mean"]["Dice"] for r in runs]
-                means[arm] = sum(dice) / len(dice)
-                hd95 = sum(r["test"]["mean"]["HD95"] for r in runs) / len(runs)
+                means[arm], dice, hd95 = seed_summary(runs)
                 delta = f"{100 * (means[arm] - means['released']):+.1f}" if "released" in means and arm != "released" else ""
-                lines.append(f"| {strategy} | {n} | {arm} | {means[arm]:.3f} ({' / '.join(f'{d:.3f}' for d in dice)}) | "
-                             f"{delta} | {hd95:.2f} |")
+                lines.append(f"| {strategy} | {n} | {arm} | {dice} | {delta} | {hd95:.2f} |")
     return "\n".join(lines)
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hippocampus import environment, evaluate, log, run, set_up, split  # noqa: E402
+from hippocampus import environment, evaluate, log, run, schedule, seed_summary, set_up, split  # noqa: E402
 
 SCHEDULES = {"decoder": (20, 25), "lora_both": (25, 10)}  # (epochs, iterations per epoch), batch 8
 COUNTS = (1, 5)
@@ -127,9 +127,9 @@ def multi_atlas(work, n, images, labels):
     return {"seconds_per_case": (time.perf_counter() - start) / len(test_ids), "test": evaluate(labels, out)}
 
 
-def fine_tune(work, env, strategy, n, seed, arm, images, labels):
-    epochs, iters = SCHEDULES[strategy]
-    tag = f"{strategy}_n{n}_s{seed}_{arm}"
+def fine_tune(work, env, spec, n, seed, arm, images, labels):
+    strategy, epochs, iters = schedule(spec, SCHEDULES)
+    tag = f"{spec.replace(':', '-')}_n{n}_s{seed}_{arm}"
     results = work / "runs" / tag
     shutil.rmtree(results, ignore_errors=True)
     flags = []
@@ -159,18 +159,16 @@ def table(results, strategies, seeds, arms):
         for strategy in strategies:
             means = {}
             for arm in arms:
-                runs = [results.get(f"{strategy}_n{n}_s{s}_{arm}") for s in seeds]
+                runs = [results.get(f"{strategy.replace(':', '-')}_n{n}_s{s}_{arm}") for s in seeds]
                 if not all(runs):
                     continue
-                dice = [r["test"]["mean"]["Dice"] for r in runs]
-                means[arm] = sum(dice) / len(dice)
-                hd95 = sum(r["test"]["mean"]["HD95"] for r in runs) / len(runs)
+                means[arm], dice, hd95 = seed_summary(runs)
                 train = sum(r["train_command_seconds"] for r in runs) / len(runs)
                 made = results.get(f"set_{arm.partition('@')[0]}_n{n}")
                 synth = made["command_seconds"] if made else 0.0
                 delta = f"{100 * (means[arm] - means['none']):+.1f}" if "none" in means and arm != "none" else ""
-                lines.append(f"| {strategy} | {n} | {arm} | {means[arm]:.3f} ({' / '.join(f'{d:.3f}' for d in dice)}) | "
-                             f"{delta} | {hd95:.2f} | {train:.0f} | {synth:.0f} | {train + synth:.0f} |")
+                lines.append(f"| {strategy} | {n} | {arm} | {dice} | {delta} | {hd95:.2f} | {train:.0f} | {synth:.0f} | "
+                             f"{train + synth:.0f} |")
     return "\n".join(lines)
 
 
@@ -182,9 +180,11 @@ def save(out, results):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True)
-    parser.add_argument("--strategies", nargs="+", default=list(SCHEDULES))
+    parser.add_argument("--strategies", nargs="+", default=list(SCHEDULES),
+                        help="STRATEGY, or STRATEGY:ITERATIONS for another length than SCHEDULES'")
     parser.add_argument("--arms", nargs="+", default=["none", "registration"],
                         help="none, a method (default fraction) or METHOD@FRACTION")
+    parser.add_argument("--counts", nargs="+", type=int, default=list(COUNTS), help="labelled cases per row")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--fusion-sample", type=int, default=30,
                         help="targets on which majority voting and STAPLE are compared (0: skip)")
@@ -215,10 +215,10 @@ def main():
         log(f"fusion rules, 5 exemplars: {results['fusion_n5']}")
         save(out, results)
     for strategy in args.strategies:
-        for n in COUNTS:
+        for n in args.counts:
             for seed in args.seeds:
                 for arm in args.arms:
-                    tag = f"{strategy}_n{n}_s{seed}_{arm}"
+                    tag = f"{strategy.replace(':', '-')}_n{n}_s{seed}_{arm}"
                     if tag not in results:
                         results[tag] = fine_tune(work, env, strategy, n, seed, arm, images, labels)
                         log(f"{tag}: test Dice {results[tag]['test']['mean']['Dice']:.3f}")
