@@ -4,7 +4,7 @@ Where: at the position the structures have in their own exemplar, relative to th
 preprocessed volumes are cropped to the body, so this lands at the same anatomy), jittered a little.
 The pasted patch is matched to the target's intensity statistics under it and blended through a soft
 mask, so no hard edge marks it. The label is the pasted structures; the rest of the target is unlabelled
-background (so a target's own structure elsewhere is label noise: the reason this is the fallback).
+background (so a target's own structure where nothing was pasted is label noise).
 
 Quality: the correlation of the pasted patch with what it covered, clipped to 0..1: a paste onto similar
 anatomy scores high.
