@@ -3,7 +3,7 @@ import numpy as np
 import SimpleITK as sitk
 
 FUSION_RULES = ("majority", "staple")
-_UNDECIDED = 255
+_UNDECIDED = 65535  # above any label value a plan can hold
 
 
 def fuse_labels(labels, rule="majority"):
@@ -11,7 +11,7 @@ def fuse_labels(labels, rule="majority"):
     voxels STAPLE leaves undecided become background."""
     if len(labels) == 1:
         return labels[0].copy()
-    images = [sitk.GetImageFromArray(np.asarray(l, dtype=np.uint8)) for l in labels]
+    images = [sitk.GetImageFromArray(np.asarray(l, dtype=np.uint16)) for l in labels]
     fused = sitk.LabelVoting(images, _UNDECIDED) if rule == "majority" else sitk.MultiLabelSTAPLE(images, _UNDECIDED)
     fused = sitk.GetArrayFromImage(fused)
     fused[fused == _UNDECIDED] = 0

@@ -68,7 +68,7 @@ def register(fixed, moving, options):
 
 
 def warp(array, spacing, onto, transform, is_label):
-    image = as_image(array.astype(np.uint8 if is_label else np.float32), spacing)
+    image = as_image(array.astype(np.uint16 if is_label else np.float32), spacing)
     interpolator = sitk.sitkNearestNeighbor if is_label else sitk.sitkLinear
     return sitk.GetArrayFromImage(sitk.Resample(image, onto, transform, interpolator, 0))
 
