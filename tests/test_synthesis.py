@@ -82,7 +82,7 @@ def test_label_fusion_majority_and_agreement():
     assert np.array_equal(fused, a)
     assert agreement([a, b, c], fused) == pytest.approx(2 / 3)
     assert agreement([a, a], a) == 1.0
-    big = [(m * 300).astype(np.int16) for m in (a, b, c)]  # label values beyond uint8 survive fusion
+    big = [m.astype(np.int16) * 300 for m in (a, b, c)]  # label values beyond uint8 survive fusion
     for rule in ("majority", "staple"):
         assert np.array_equal(fuse_labels(big, rule), big[0])
 
