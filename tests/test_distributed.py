@@ -1,4 +1,5 @@
 """DDP on CPU with the gloo backend and 2 processes, launched by torchrun as users would."""
+import json
 import os
 import subprocess
 import sys
@@ -46,3 +47,22 @@ def test_ddp_pretraining_runs_and_rank_0_alone_writes(make_dataset, env):
     assert (folder / "encoder.json").is_file() and (folder / "encoder.pth").is_file()
     log = (folder / "training_log.txt").read_text()
     assert log.count("epoch 1: masked reconstruction loss") == 1  # rank 0 logs alone
+
+
+def test_ddp_training_with_synthesis_makes_the_set_once(make_dataset, env):
+    prepare_dataset(make_dataset, env, num_cases=6)
+    run_env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(PROBE.parent.parent))
+    result = torchrun(["-m", "samunet.trainers.run_training", "990", "decoder", "0", "-b", "tiny", "--epochs", "1",
+                       "--iters-per-epoch", "2", "--batch-size", "4", "-np", "0", "--val-slices", "4",
+                       "--num-train-cases", "2", "--synthesis"], run_env)
+    dataset = "Dataset990_Synthetic"
+    description = json.loads((env.preprocessed / dataset / "synthetic_samunet_2d" / "registration_fold0_n2" /
+                              "synthesis.json").read_text())
+    # both ranks ask for the set under its lock: one makes every case, the other finds them current (and
+    # keeps the maker's cost record); rank 0 alone reports
+    assert description["cost"]["cases"] == description["num_cases"] > 0
+    assert result.stdout.count("newly made)") == 1
+    fold = env.results / dataset / "decoder__tiny" / "fold_0"
+    metadata = json.loads((fold / "checkpoint_final.json").read_text())
+    assert metadata["synthesis"]["synthetic_cases"] == description["num_used"]
+    assert (fold / "training_log.txt").read_text().count("epoch 0: train loss") == 1

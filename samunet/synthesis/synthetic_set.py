@@ -189,8 +189,8 @@ def synthesize_set(raw_folder, preprocessed, plan, fold, num_exemplars, method=D
             description["cost"] = {"cases": len(jobs), "wall_seconds": wall, "processes": num_processes,
                                    "seconds_per_case": float(np.mean(seconds)),
                                    "seconds_per_pair": float(np.mean(seconds)) / (num_exemplars if method == "registration" else 1)}
-        elif previous.get("cost"):
-            description["cost"] = previous["cost"]
+        elif (folder / DESCRIPTION_FILE).is_file():  # read again under the lock: another run may have made the set
+            description["cost"] = read_json(folder / DESCRIPTION_FILE).get("cost")
         write_json(description, folder / DESCRIPTION_FILE)
     if show_progress:
         failures = f", {len(failed)} failed (listed in {DESCRIPTION_FILE})" if failed else ""

@@ -110,7 +110,9 @@ def train(args, show_progress=True):
         with contextlib.ExitStack() as lock:
             if dist_info.is_main:  # one run of a fold at a time: a second one stops with one line
                 lock.enter_context(folder_lock(output, "samunet_train", wait=False))
-            if args.synthesis and not validate_only:  # every rank: the first makes the set, the others find it current
+            if args.synthesis and not validate_only:
+                # Every rank asks; the set's lock lets one make it and the others then find it current. A
+                # file lock, not a barrier: synthesis can outlast the process group's collective timeout.
                 synthesize_set(find_raw_dataset(args.dataset), preprocessed, plan, args.fold, args.num_train_cases,
                                args.synthesis, num_processes=max(1, args.np),
                                show_progress=show_progress and dist_info.is_main)
