@@ -100,11 +100,19 @@ def schedule(spec, schedules):
     return strategy, (int(total) // iters if total else epochs), iters
 
 
-def seed_summary(runs):
-    """The runs of one table row, one per seed -> (mean test Dice, "mean (per seed)" text, mean HD95)."""
-    dice = [r["test"]["mean"]["Dice"] for r in runs]
-    mean = sum(dice) / len(dice)
-    return mean, f"{mean:.3f} ({' / '.join(f'{d:.3f}' for d in dice)})", sum(r["test"]["mean"]["HD95"] for r in runs) / len(runs)
+def arm_rows(results, prefix, seeds, arms, baseline):
+    """The table rows of one strategy and case count: for each arm whose runs `{prefix}_s{seed}_{arm}` all
+    exist, (arm, runs, "mean (per seed)" test Dice, mean HD95, Dice points against the `baseline` arm)."""
+    means = {}
+    for arm in arms:
+        runs = [results.get(f"{prefix}_s{s}_{arm}") for s in seeds]
+        if not all(runs):
+            continue
+        dice = [r["test"]["mean"]["Dice"] for r in runs]
+        means[arm] = sum(dice) / len(dice)
+        delta = f"{100 * (means[arm] - means[baseline]):+.1f}" if baseline in means and arm != baseline else ""
+        yield (arm, runs, f"{means[arm]:.3f} ({' / '.join(f'{d:.3f}' for d in dice)})",
+               sum(r["test"]["mean"]["HD95"] for r in runs) / len(runs), delta)
 
 
 def predict_and_evaluate(work, run_env, method, name, images, labels, *flags):

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hippocampus import environment, evaluate, log, run, schedule, seed_summary, set_up, split  # noqa: E402
+from hippocampus import arm_rows, environment, evaluate, log, run, schedule, set_up, split  # noqa: E402
 
 # iterations per run (batch 8): cached decoders are ~10x cheaper per iteration than lora_both
 SCHEDULES = {"decoder": (20, 25), "lora_both": (10, 10), "lora_decoder": (20, 25)}
@@ -86,13 +86,7 @@ def table(results, strategies, seeds, arms):
              "|---|---|---|---|---|---|"]
     for strategy in strategies:
         for n in COUNTS:
-            means = {}
-            for arm in arms:
-                runs = [results.get(f"{strategy}_n{n}_s{s}_{arm}") for s in seeds]
-                if not all(runs):
-                    continue
-                means[arm], dice, hd95 = seed_summary(runs)
-                delta = f"{100 * (means[arm] - means['released']):+.1f}" if "released" in means and arm != "released" else ""
+            for arm, _, dice, hd95, delta in arm_rows(results, f"{strategy}_n{n}", seeds, arms, "released"):
                 lines.append(f"| {strategy} | {n} | {arm} | {dice} | {delta} | {hd95:.2f} |")
     return "\n".join(lines)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hippocampus import environment, evaluate, log, run, schedule, seed_summary, set_up, split  # noqa: E402
+from hippocampus import arm_rows, environment, evaluate, log, run, schedule, set_up, split  # noqa: E402
 
 SCHEDULES = {"decoder": (20, 25), "lora_both": (25, 10)}  # (epochs, iterations per epoch), batch 8
 COUNTS = (1, 5)
@@ -157,16 +157,11 @@ def table(results, strategies, seeds, arms):
             lines.append(f"| multi-atlas registration | {n} | registration alone | {atlas['test']['mean']['Dice']:.3f} | | "
                          f"{atlas['test']['mean']['HD95']:.2f} | none | {atlas['seconds_per_case']:.1f} per test case | |")
         for strategy in strategies:
-            means = {}
-            for arm in arms:
-                runs = [results.get(f"{strategy.replace(':', '-')}_n{n}_s{s}_{arm}") for s in seeds]
-                if not all(runs):
-                    continue
-                means[arm], dice, hd95 = seed_summary(runs)
+            prefix = f"{strategy.replace(':', '-')}_n{n}"
+            for arm, runs, dice, hd95, delta in arm_rows(results, prefix, seeds, arms, "none"):
                 train = sum(r["train_command_seconds"] for r in runs) / len(runs)
                 made = results.get(f"set_{arm.partition('@')[0]}_n{n}")
                 synth = made["command_seconds"] if made else 0.0
-                delta = f"{100 * (means[arm] - means['none']):+.1f}" if "none" in means and arm != "none" else ""
                 lines.append(f"| {strategy} | {n} | {arm} | {dice} | {delta} | {hd95:.2f} | {train:.0f} | {synth:.0f} | "
                              f"{train + synth:.0f} |")
     return "\n".join(lines)

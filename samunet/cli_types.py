@@ -17,21 +17,23 @@ def int_at_least(minimum):
     return parse
 
 
-def positive_float(text):
+def _number(text):
+    """The float in `text`, or NaN (which every range check below refuses)."""
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
-        value = float("nan")
+        return float("nan")
+
+
+def positive_float(text):
+    value = _number(text)
     if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
     return value
 
 
 def non_negative_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
+    value = _number(text)
     if not (value >= 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
     return value
@@ -39,10 +41,7 @@ def non_negative_float(text):
 
 def fraction(text):
     """A number from 0 to 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
+    value = _number(text)
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {text!r}")
     return value

@@ -73,10 +73,9 @@ def synthetic_id(name, target_id):
 def _exemplars_and_targets(preprocessed, plan, fold, num_exemplars, image_ids):
     data_folder = Path(preprocessed) / plan["data_identifier"]
     all_cases = sorted(p.stem for p in data_folder.glob("*.json"))
-    train, _ = fold_cases(read_splits(Path(preprocessed) / SPLITS_FILE), fold, all_cases)
-    if not 1 <= num_exemplars <= len(train):
-        raise SamunetError(f"--num-train-cases must be 1..{len(train)} for fold {fold}")
-    exemplars = train[:num_exemplars]
+    splits = read_splits(Path(preprocessed) / SPLITS_FILE)
+    train, _ = fold_cases(splits, fold, all_cases)
+    exemplars, _ = fold_cases(splits, fold, all_cases, num_exemplars)  # checks N against the fold, as training does
     for case_id in exemplars:
         if not case_files(data_folder, case_id)[1].is_file():
             raise SamunetError(f"{data_folder}: exemplar {case_id} is not preprocessed; run samunet_preprocess")

@@ -67,8 +67,7 @@ def register(fixed, moving, options):
     return sitk.CompositeTransform([affine, sitk.DisplacementFieldTransform(sitk.Cast(field, sitk.sitkVectorFloat64))])
 
 
-def warp(array, spacing, onto, transform, is_label):
-    image = as_image(array.astype(np.uint16 if is_label else np.float32), spacing)
+def warp(image, onto, transform, is_label):
     interpolator = sitk.sitkNearestNeighbor if is_label else sitk.sitkLinear
     return sitk.GetArrayFromImage(sitk.Resample(image, onto, transform, interpolator, 0))
 
@@ -78,9 +77,10 @@ def synthesize(target, exemplars, rng, options):
     fixed = as_image(target.image[0].astype(np.float32), target.spacing)
     labels, correlations = [], []
     for exemplar in exemplars:
-        transform = register(fixed, as_image(exemplar.image[0].astype(np.float32), exemplar.spacing), options)
-        label = warp(exemplar.seg, exemplar.spacing, fixed, transform, is_label=True)
-        image = warp(exemplar.image[0], exemplar.spacing, fixed, transform, is_label=False)
+        moving = as_image(exemplar.image[0].astype(np.float32), exemplar.spacing)
+        transform = register(fixed, moving, options)
+        label = warp(as_image(exemplar.seg.astype(np.uint16), exemplar.spacing), fixed, transform, is_label=True)
+        image = warp(moving, fixed, transform, is_label=False)
         region = binary_dilation(label > 0, iterations=QUALITY_MARGIN) if label.any() else np.ones(label.shape, bool)
         labels.append(label.astype(exemplar.seg.dtype))
         correlations.append(local_correlation(image, target.image[0], region))
