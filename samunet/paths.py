@@ -87,7 +87,16 @@ def pretrained_encoder_folder(dataset_results_folder, name):
     return Path(dataset_results_folder) / PRETRAINED_FOLDER / plain_name(name, "pretrained encoder name")
 
 
-def configuration_name(strategy, backbone, pretrained=None):
-    """The results folder of a trained configuration: `<strategy>__<backbone>`, and `@<name>` when it
-    starts from the pretrained encoder `name` (so that -b litemedsam@name selects it for prediction)."""
-    return f"{strategy}__{backbone}" + (f"@{pretrained}" if pretrained else "")
+PROMPTED_SUFFIX = "__prompts-"
+
+
+def configuration_name(strategy, backbone, pretrained=None, prompt_kind=None):
+    """The results folder of a trained configuration: `<strategy>__<backbone>`, `@<name>` when it starts
+    from the pretrained encoder `name` (so that -b litemedsam@name selects it for prediction), and
+    `__prompts-<kind>` when it was trained with prompts (box, point, box-point)."""
+    name = f"{strategy}__{backbone}" + (f"@{pretrained}" if pretrained else "")
+    return name + (f"{PROMPTED_SUFFIX}{prompt_kind.replace('+', '-')}" if prompt_kind else "")
+
+
+def is_prompted_configuration(name):
+    return PROMPTED_SUFFIX in name

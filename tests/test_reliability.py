@@ -29,27 +29,13 @@ from samunet.trainers.run_training import train
 from samunet.trainers.trainer import CachedEmbeddingTrainer, SamTrainer, TrainConfig
 
 from conftest import files_under
-from training_helpers import prepare_dataset, train_args
+from training_helpers import one_line_error, prepare_dataset, train_args
 
 GEOMETRY = Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
 
 
 def hashes(folder):
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def one_line_error(capsys, command, argv, *fragments):
-    """Run a command that must fail: exit status 2, no traceback, its last stderr line the error."""
-    with pytest.raises(SystemExit) as exit_info:
-        command(argv)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    line = [ln for ln in err.splitlines() if ln.strip()][-1]
-    assert ": error: " in line, line
-    for fragment in fragments:
-        assert fragment in line, line
-    return line
 
 
 def no_temporaries(folder):

@@ -1,4 +1,7 @@
-"""Shared set-up for training tests: a planned and preprocessed synthetic dataset with a small `tiny` input."""
+"""Shared set-up for training tests: a planned and preprocessed synthetic dataset with a small `tiny` input;
+and the check that a command fails with one line."""
+import pytest
+
 from samunet.file_io import read_json, write_json
 from samunet.plan_and_preprocess import main as plan_and_preprocess
 from samunet.trainers.run_training import build_parser
@@ -20,3 +23,17 @@ def train_args(strategy, *extra, fold="0"):
     return build_parser().parse_args(
         ["990", strategy, fold, "-b", "tiny", "--batch-size", "4", "-np", "0", "--amp", "off", *extra]
     )
+
+
+def one_line_error(capsys, command, argv, *fragments):
+    """Run a command that must fail: exit status 2, no traceback, its last stderr line the error."""
+    with pytest.raises(SystemExit) as exit_info:
+        command(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    line = [ln for ln in err.splitlines() if ln.strip()][-1]
+    assert ": error: " in line, line
+    for fragment in fragments:
+        assert fragment in line, line
+    return line

@@ -1,6 +1,9 @@
 """`samunet_evaluate GT_FOLDER PRED_FOLDER (-d ID | -l 1 2) [-o summary.json]`: per case and per class
 Dice, IoU, HD95 and NSD with the real voxel spacing, plus per-class and foreground means.
 
+The summary records the predictions' prompt provenance (none, user, model, ground_truth: from the
+folder's prediction_info.json), printed beside the means.
+
 Every reference needs a prediction (as nnU-Net): missing ones are an error listing them, unless
 --allow-missing, which evaluates the predicted cases and lists the others in the summary."""
 import argparse
@@ -13,6 +16,7 @@ from samunet.errors import SamunetError, cli_entry
 from samunet.evaluation.metrics import binary_metrics
 from samunet.file_io import read_json, write_json
 from samunet.imageio import SUPPORTED_ENDINGS, read_image
+from samunet.inference.prediction_info import provenance_of
 from samunet.parallel import add_num_processes_argument, map_with_progress
 from samunet.paths import find_raw_dataset
 
@@ -45,8 +49,10 @@ def _image_files(folder):
 
 
 def evaluate_folders(ref_folder, pred_folder, labels, tolerance=1.0, voxel_units=False, num_processes=2,
-                     cases=None, allow_missing=False):
-    """Evaluate the predictions of `cases` (file names; default: every reference in `ref_folder`)."""
+                     cases=None, allow_missing=False, provenance=None):
+    """Evaluate the predictions of `cases` (file names; default: every reference in `ref_folder`).
+    `provenance`: of the predictions' prompts; default what samunet_predict recorded in the folder
+    (`unknown` for folders it did not write)."""
     ref_folder, pred_folder = Path(ref_folder), Path(pred_folder)
     for folder in (ref_folder, pred_folder):
         if not folder.is_dir():
@@ -72,6 +78,7 @@ def evaluate_folders(ref_folder, pred_folder, labels, tolerance=1.0, voxel_units
         "settings": {"labels": labels, "nsd_tolerance_mm": tolerance, "units": "voxels" if voxel_units else "mm",
                      "empty_reference_rule": "NaN when both are empty (excluded from means)",
                      "one_side_empty_rule": "Dice 0, NSD 0, HD95 the volume's diagonal (in the means)"},
+        "prompt_provenance": provenance or provenance_of(pred_folder) or "unknown",
         "missing_predictions": missing,
         "mean": mean,
         "foreground_mean": {m: _mean([mean[str(c)][m] for c in labels]) for m in METRICS},
@@ -123,4 +130,7 @@ def main(argv=None):
     for c in labels:
         m = summary["mean"][str(c)]
         tqdm.write(f"label {c}: " + ", ".join(f"{k} {m[k]:.4f}" for k in METRICS))
+    m = summary["foreground_mean"]
+    print("foreground mean: " + ", ".join(f"{k} {m[k]:.4f}" for k in METRICS) +
+          f"  [prompts: {summary['prompt_provenance']}]")
     print(f"wrote {out}")

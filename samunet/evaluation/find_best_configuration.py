@@ -22,7 +22,7 @@ from samunet.file_io import read_json, write_json
 from samunet.imageio import read_image, write_image
 from samunet.inference.mirroring import allowed_mirroring_axes
 from samunet.inference.model_selection import BEST_CONFIGURATION_FILE
-from samunet.paths import find_dataset, find_preprocessed_dataset, results_root
+from samunet.paths import find_dataset, find_preprocessed_dataset, is_prompted_configuration, results_root
 from samunet.planners.experiment_planner import PLANS_FILE
 from samunet.planners.plan_file import read_plan
 from samunet.preprocessing.preprocess_dataset import GT_FOLDER
@@ -39,7 +39,9 @@ def case_scores(summary):
 def configuration_scores(dataset_folder, folds):
     """{configuration: {case file: score}} for configurations with validation results for every fold."""
     found = {}
-    for conf in sorted(p for p in dataset_folder.iterdir() if p.is_dir() and "__" in p.name and "+" not in p.name):
+    # prompted configurations are validated with prompts from the reference labels: not comparable, left out
+    for conf in sorted(p for p in dataset_folder.iterdir() if p.is_dir() and "__" in p.name and "+" not in p.name
+                       and not is_prompted_configuration(p.name)):
         summaries = [conf / f"fold_{f}" / "validation" / "summary.json" for f in folds]
         if all(s.is_file() for s in summaries):
             found[conf.name] = {k: v for s in summaries for k, v in case_scores(read_json(s)).items()}

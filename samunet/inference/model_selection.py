@@ -8,7 +8,7 @@ from pathlib import Path
 
 from samunet.errors import SamunetError
 from samunet.file_io import read_json
-from samunet.paths import find_dataset, results_root
+from samunet.paths import PROMPTED_SUFFIX, find_dataset, is_prompted_configuration, results_root
 
 BEST_CONFIGURATION_FILE = "best_configuration.json"
 
@@ -29,8 +29,10 @@ def trained_configurations(dataset_folder, checkpoint_name):
     return found
 
 
-def resolve_model(dataset=None, strategies=None, backbone=None, folds=None, checkpoint_name="checkpoint_final.pth"):
-    """Returns (model folders, folds, a sentence saying what was chosen). Several folders = an ensemble."""
+def resolve_model(dataset=None, strategies=None, backbone=None, folds=None, checkpoint_name="checkpoint_final.pth",
+                  prompted=False):
+    """Returns (model folders, folds, a sentence saying what was chosen). Several folders = an ensemble.
+    prompted: choose among configurations trained with prompts (<...>__prompts-<kind>), else among the others."""
     root = results_root()
     if dataset is not None:
         dataset_folder = find_dataset(root, dataset)
@@ -42,22 +44,27 @@ def resolve_model(dataset=None, strategies=None, backbone=None, folds=None, chec
         dataset_folder = trained[0]
     configurations = trained_configurations(dataset_folder, checkpoint_name)
     strategies = list(strategies or [])
+    if prompted and len(strategies) > 1:
+        raise SamunetError("prompted prediction uses one trained configuration: give one strategy with -s")
     reason = "given"
-    if strategies and backbone:
+    if strategies and backbone and not prompted:
         names = [f"{s}__{backbone}" for s in strategies]
     else:
         candidates = {n for n in configurations
-                      if (len(strategies) != 1 or n.startswith(f"{strategies[0]}__"))
-                      and (not backbone or n.endswith(f"__{backbone}"))}
+                      if is_prompted_configuration(n) == prompted
+                      and (len(strategies) != 1 or n.startswith(f"{strategies[0]}__"))
+                      and (not backbone or n.split(PROMPTED_SUFFIX)[0].endswith(f"__{backbone}"))}
         best_file = dataset_folder / BEST_CONFIGURATION_FILE
         best = read_json(best_file)["configuration"].split("+") if best_file.is_file() else None
         if best and set(best) <= candidates:
             names, reason = best, f"best configuration from {best_file.name}"
         elif len(candidates) == 1:
-            names, reason = sorted(candidates), "the only trained configuration"
+            names, reason = sorted(candidates), f"the only trained {'prompted ' if prompted else ''}configuration"
         else:
-            raise SamunetError(f"{dataset_folder}: several trained configurations ({', '.join(sorted(candidates)) or 'none'}); "
-                               "choose with -s and -b, or run samunet_find_best_configuration")
+            kind = "prompted " if prompted else ""
+            raise SamunetError(f"{dataset_folder}: {len(candidates)} trained {kind}configurations "
+                               f"({', '.join(sorted(candidates)) or 'none'}); choose with -s and -b, or "
+                               f"{'samunet_predict_from_modelfolder -m' if prompted else 'run samunet_find_best_configuration'}")
     for name in names:
         if name not in configurations:
             raise SamunetError(f"{dataset_folder / name}: no trained fold with {checkpoint_name}")

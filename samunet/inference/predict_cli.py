@@ -19,7 +19,11 @@ from samunet.file_io import remove_temporaries, write_json
 from samunet.imageio import read_image
 from samunet.image_folder import find_image_cases
 from samunet.inference.model_selection import resolve_model, trained_folds
+from samunet.inference.prediction_info import INFO_FILE, NO_PROMPTS
 from samunet.inference.predictor import SlicePredictor
+from samunet.inference.prompt_sources import prompt_source
+from samunet.prompts.prompt_file import PROVENANCES
+from samunet.inference.prompted_predictor import PromptedPredictor
 from samunet.inference.write_prediction import restore_and_write
 from samunet.preprocessing.preprocess_case import preprocess_case
 from samunet.trainers.amp import default_amp
@@ -46,9 +50,6 @@ def _pool(n):
     return multiprocessing.get_context("fork").Pool(n) if n > 1 else None
 
 
-INFO_FILE = "prediction_info.json"
-
-
 def check_output_folder(output_folder, overwrite, marker=INFO_FILE, command="samunet_predict"):
     """Label maps go to a new or empty folder, or one that `command` wrote before (it holds `marker`):
     never over files of the user's, such as reference labels."""
@@ -61,19 +62,28 @@ def check_output_folder(output_folder, overwrite, marker=INFO_FILE, command="sam
 
 
 def predict_folder(predictor, input_folder, output_folder, continue_prediction=False, save_probabilities=False,
-                   num_preprocess=1, num_export=1, description="", overwrite=False):
+                   num_preprocess=1, num_export=1, description="", overwrite=False, prompts=None):
+    """`prompts`: a source from inference/prompt_sources.py (the predictor then a PromptedPredictor)."""
     input_folder, output_folder = Path(input_folder).resolve(), Path(output_folder).resolve()
     if output_folder == input_folder:
         raise SamunetError(f"{output_folder}: the output folder must differ from the input folder")
     check_output_folder(output_folder, overwrite)
     file_ending = predictor.dataset_json["file_ending"]
     cases = find_image_cases(input_folder, len(predictor.dataset_json["channel_names"]), file_ending)
+    if prompts is not None:
+        chosen = prompts.select(cases)
+        if len(chosen) < len(cases):
+            print(f"no prompts for {len(cases) - len(chosen)} case(s) of {input_folder}: not predicted")
+        cases = chosen
     output_folder.mkdir(parents=True, exist_ok=True)
     if continue_prediction:
         cases = {c: p for c, p in cases.items() if not (output_folder / f"{c}{file_ending}").is_file()}
         remove_temporaries(output_folder)
-    write_json({"model": description, "tta": bool(predictor.mirroring_axes), "mirroring_axes": predictor.mirroring_axes,
-                "folds": len(predictor.models)}, output_folder / INFO_FILE)
+    # prompted prediction mirrors only in `auto`'s prompt-free first stage
+    mirroring = predictor.mirroring_axes if prompts is None or prompts.record["source"] == "auto" else []
+    write_json({"model": description, "tta": bool(mirroring), "mirroring_axes": mirroring,
+                "folds": len(predictor.models), "prompts": prompts.record if prompts else NO_PROMPTS},
+               output_folder / INFO_FILE)
     jobs = [(c, paths, predictor.plan) for c, paths in cases.items()]
     failures, written = [], []
     reader, writer = _pool(num_preprocess), _pool(num_export)
@@ -85,7 +95,16 @@ def predict_folder(predictor, input_folder, output_folder, continue_prediction=F
                 failures.append(error if case_id in error else f"case {case_id}: {error}")
                 tqdm.write(f"skipped: {failures[-1]}", file=sys.stderr)
                 continue
-            probs = predictor.predict_preprocessed(data)
+            if prompts is None:
+                probs = predictor.predict_preprocessed(data)
+            else:
+                try:
+                    case_prompts = prompts.prompts(predictor, case_id, data, properties)
+                except SamunetError as err:
+                    failures.append(str(err) if case_id in str(err) else f"case {case_id}: {err}")
+                    tqdm.write(f"skipped: {failures[-1]}", file=sys.stderr)
+                    continue
+                probs = predictor.predict_with_prompts(data, case_prompts, volume_key=case_id)
             job = (case_id, probs, properties, output_folder, file_ending, save_probabilities)
             if writer:
                 pending.append(writer.apply_async(_restore_and_write, (job,)))
@@ -117,6 +136,13 @@ def add_common_arguments(p):
     p.add_argument("-npp", type=int_at_least(1), default=2, help="processes reading and preprocessing cases (default 2)")
     p.add_argument("-nps", type=int_at_least(1), default=2, help="processes restoring geometry and writing (default 2)")
     p.add_argument("--checkpoint", default=None, help="base SAM weights file, for vit_* / mobile_sam")
+    p.add_argument("--prompts", default=None, metavar="FILE|FOLDER|auto",
+                   help="prompted prediction with a model trained with --prompts: a prompts file (JSON, see "
+                        "samunet_make_prompts), a folder of masks {case}<ending> to derive boxes / points from, or "
+                        "auto (the model's own prompt-free result prompts it)")
+    p.add_argument("--prompt-provenance", choices=PROVENANCES, default=None,
+                   help="where a mask folder's masks come from (default user; model when samunet_predict wrote it); "
+                        "recorded in prediction_info.json and shown by samunet_evaluate")
 
 
 def checkpoint_file(args):
@@ -133,13 +159,23 @@ def mirroring_sentence(predictor, disabled):
 
 
 def run(args, model_folders, folds, description):
+    if args.prompt_provenance and not args.prompts:
+        raise SamunetError("--prompt-provenance describes --prompts FOLDER; give the folder")
     device = resolve_device(args.device)
-    predictor = SlicePredictor.from_model_folder(model_folders, folds, checkpoint_file(args), device, args.amp or default_amp(device),
-                                                 args.checkpoint, args.batch_slices, use_tta=not args.disable_tta)
+    cls = PromptedPredictor if args.prompts else SlicePredictor
+    predictor = cls.from_model_folder(model_folders, folds, checkpoint_file(args), device, args.amp or default_amp(device),
+                                      args.checkpoint, args.batch_slices, use_tta=not args.disable_tta)
+    prompts = None
+    if args.prompts:
+        prompts = prompt_source(args.prompts, predictor.plan["labels"], predictor.dataset_json["file_ending"],
+                                args.prompt_provenance)
     print(f"model: {description}")
-    print(mirroring_sentence(predictor, args.disable_tta))
+    if prompts is None or prompts.record["source"] == "auto":
+        print(mirroring_sentence(predictor, args.disable_tta))
+    if prompts is not None:
+        print(f"prompts: {args.prompts} (provenance {prompts.provenance}); prompted passes do not mirror")
     written, failures = predict_folder(predictor, args.i, args.o, args.continue_prediction, args.save_probabilities,
-                                       args.npp, args.nps, description, args.overwrite)
+                                       args.npp, args.nps, description, args.overwrite, prompts)
     print(f"wrote {len(written)} case(s) to {args.o}")
     if failures:
         raise SamunetError(f"{len(failures)} case(s) failed (listed above); the others were written")
@@ -153,7 +189,8 @@ def main(argv=None):
     p.add_argument("-s", "--strategy", nargs="+", default=None, help="strategy (several: their ensemble)")
     p.add_argument("-b", "--backbone", default=None)
     args = p.parse_args(argv)
-    model_folders, folds, description = resolve_model(args.d, args.strategy, args.backbone, args.f, checkpoint_file(args))
+    model_folders, folds, description = resolve_model(args.d, args.strategy, args.backbone, args.f, checkpoint_file(args),
+                                                      prompted=args.prompts is not None)
     run(args, model_folders, folds, description)
 
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from samunet.errors import SamunetError
 from samunet.file_io import read_json
 from samunet.inference.mirroring import allowed_mirroring_axes, tensor_flips, warn_if_unrecorded
+from samunet.models.build import PROMPTS_KEY
 from samunet.models.checkpoint import load_model
 from samunet.models.inference_precision import for_inference
 from samunet.models.pretrained_encoder import METADATA_KEY as PRETRAINED_KEY
@@ -51,7 +52,8 @@ def check_provenance(metadata, folder, plan, path):
     """A checkpoint must be the configuration its folder names (<strategy>__<backbone>[@pretrained]) and segment the
     classes of the folder's plan."""
     made_for = configuration_name(metadata["strategy"], metadata["backbone"],
-                                  (metadata.get(PRETRAINED_KEY) or {}).get("name"))
+                                  (metadata.get(PRETRAINED_KEY) or {}).get("name"),
+                                  (metadata.get(PROMPTS_KEY) or {}).get("kind"))
     if "__" in folder.name and folder.name != made_for:
         raise SamunetError(f"{path}: a checkpoint of {made_for}, but it lies in the folder of {folder.name}")
     classes = [n for n, v in sorted(plan["labels"].items(), key=lambda kv: kv[1]) if v != 0]

@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from samunet import __version__
+from samunet.errors import SamunetError
 from samunet.models.adapters import add_decoder_adapters, add_encoder_adapters
 from samunet.models.backbones import build_backbone
 from samunet.models.heads import HEADS
@@ -14,6 +15,7 @@ from samunet.models.segmenter import SamSegmenter
 from samunet.models.strategies import get_strategy
 from samunet.planners.backbone_specs import BACKBONES
 
+PROMPTS_KEY = "prompts"  # in model metadata: how a prompted model was trained (kind, jitter, negatives)
 ENCODER_LORA_TARGETS = {"qkv"}
 DECODER_LORA_TARGETS = {"q_proj", "v_proj"}
 
@@ -53,20 +55,25 @@ def trainable_parameter_names(model, strategy):
 
 
 def build_model(backbone, strategy, num_classes, input_size=None, checkpoint=None, class_names=None,
-                peft=PeftConfig(), weights=True, seed=0, pretrained_encoder=None, pretrained_sha256=None):
+                peft=PeftConfig(), weights=True, seed=0, pretrained_encoder=None, pretrained_sha256=None, prompts=None):
     """A SamSegmenter on `backbone` (weights from `checkpoint` or the registry's default) tuned as
     `strategy` declares, with K = num_classes foreground classes. weights=False: architecture only.
     `pretrained_encoder`: a samunet_pretrain output folder whose encoder replaces the backbone's (its file
-    must hash to `pretrained_sha256` when given). New parameters (heads, LoRA, adapters) are initialised
-    from `seed`, whatever the global RNG state."""
+    must hash to `pretrained_sha256` when given). `prompts`: the prompt rule of a prompted model
+    (prompts/derivation.py PromptRule as a dict), recorded in its metadata. New parameters (heads, LoRA,
+    adapters) are initialised from `seed`, whatever the global RNG state."""
     strategy = get_strategy(strategy)
+    head_class = HEADS[strategy.head]
+    if prompts and not head_class.uses_prompts:
+        raise SamunetError(f"strategy {strategy.name}: its {strategy.head} head takes no prompts; prompted training "
+                           f"needs a strategy with the sam_decoder head")
     parts = build_backbone(backbone, input_size, checkpoint, weights=weights)
     pretrained = None
     if pretrained_encoder is not None:
         pretrained = apply_pretrained_encoder(parts, pretrained_encoder, pretrained_sha256)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        head = HEADS[strategy.head](parts, num_classes)
+        head = head_class(parts, num_classes, prompted=True) if prompts else head_class(parts, num_classes)
         if strategy.encoder == "lora":
             add_lora(parts.image_encoder, ENCODER_LORA_TARGETS, peft.lora_rank, peft.lora_alpha, peft.lora_dropout)
         elif strategy.encoder == "adapter":
@@ -92,6 +99,8 @@ def build_model(backbone, strategy, num_classes, input_size=None, checkpoint=Non
     }
     if pretrained:
         metadata[PRETRAINED_KEY] = pretrained
+    if prompts:
+        metadata[PROMPTS_KEY] = dict(prompts)
     model = SamSegmenter(parts.image_encoder, head, parts.input_size, spec.pixel_mean, spec.pixel_std,
                          strategy.encoder_frozen, metadata)
     trainable = trainable_parameter_names(model, strategy)

@@ -14,7 +14,7 @@ import torch
 
 from samunet.errors import SamunetError
 from samunet.file_io import write_json
-from samunet.models.build import PeftConfig, build_model
+from samunet.models.build import PROMPTS_KEY, PeftConfig, build_model
 from samunet.models.pretrained_encoder import METADATA_KEY as PRETRAINED_KEY, folder_for_checkpoint
 from samunet.models.torch_files import load_torch, save_torch
 
@@ -53,6 +53,9 @@ def load_trainable(model, payload, source):
     if saved.get(PRETRAINED_KEY) != model.metadata.get(PRETRAINED_KEY):
         raise SamunetError(f"{source}: trained from pretrained encoder {saved.get(PRETRAINED_KEY)}, "
                            f"not {model.metadata.get(PRETRAINED_KEY)}")
+    if bool(saved.get(PROMPTS_KEY)) != bool(model.metadata.get(PROMPTS_KEY)):
+        trained = "with prompts" if saved.get(PROMPTS_KEY) else "prompt-free"
+        raise SamunetError(f"{source}: trained {trained}; the model it is loaded into is not")
     params = dict(model.named_parameters())
     expected = {n for n, p in params.items() if p.requires_grad}
     tensors = payload["trainable"]
@@ -75,7 +78,7 @@ def load_model(path, checkpoint=None, device="cpu"):
     model = build_model(meta["backbone"], meta["strategy"], meta["num_classes"], input_size=meta["input_size"],
                         checkpoint=checkpoint, class_names=meta["class_names"], peft=PeftConfig(**meta["peft"]),
                         pretrained_encoder=folder_for_checkpoint(path, pretrained) if pretrained else None,
-                        pretrained_sha256=pretrained["sha256"] if pretrained else None)
+                        pretrained_sha256=pretrained["sha256"] if pretrained else None, prompts=meta.get(PROMPTS_KEY))
     if model.metadata["base_weights"] != meta["base_weights"]:
         raise SamunetError(
             f"{path}: trained on base weights {meta['base_weights'][:16]}..., but the {meta['backbone']} weights "

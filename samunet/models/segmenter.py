@@ -1,4 +1,5 @@
-"""The trainable model: image encoder + head, images in -> (B, K+1, S, S) class logits out.
+"""The trainable model: image encoder + head, images in -> (B, K+1, S, S) class logits out, and, for a
+prompted head, one (S, S) mask logit map per prompt.
 
 `encode` and `decode` are separate so that a trainer can cache embeddings of a frozen encoder.
 """
@@ -27,14 +28,26 @@ class SamSegmenter(nn.Module):
         """images: (B, 3, S, S) in the backbone's input range (plan: backbones.<name>.input_range)."""
         return self.encoder((images - self.pixel_mean) / self.pixel_std)
 
-    def decode(self, embeddings, boxes=None, points=None):
-        logits = self.head(embeddings, boxes=boxes, points=points)
+    def _at_input_size(self, logits):
         if logits.shape[-2:] != (self.input_size, self.input_size):
             logits = F.interpolate(logits, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         return logits
 
-    def forward(self, images, boxes=None, points=None):
-        return self.decode(self.encode(images), boxes, points)
+    def decode_prompts(self, embeddings, group):
+        """One prompts/tensors.PromptGroup on (B, C, h, w) embeddings -> (P, S, S) mask logits."""
+        masks = self.head.segment_prompts(embeddings[group.slice_index], group.boxes, group.points)
+        return self._at_input_size(masks)[:, 0]
+
+    def decode(self, embeddings, prompt_groups=None):
+        """Class logits (B, K+1, S, S); with prompt groups also the list of their mask logits (prompted
+        training computes both from one set of embeddings)."""
+        logits = self._at_input_size(self.head(embeddings))
+        if prompt_groups is None:
+            return logits
+        return logits, [self.decode_prompts(embeddings, g) for g in prompt_groups]
+
+    def forward(self, images, prompt_groups=None):
+        return self.decode(self.encode(images), prompt_groups)
 
     def train(self, mode=True):
         super().train(mode)

@@ -66,3 +66,10 @@ def preprocess_case(images, seg, geometry, plan):
     if seg is not None:
         properties["class_slices"] = class_slices(seg, plan["labels"].values())
     return data, seg, properties
+
+
+def labels_like_case(seg, properties):
+    """A (z, y, x) label map in the original array space of a preprocessed case (a mask given at
+    prediction) -> (S, H, W) in its preprocessed space: the case's transpose, crop and resampling."""
+    seg = crop_to_box(seg.transpose(properties["transpose_forward"]), properties["crop_box_transposed"])
+    return resample_labels(seg, properties["shape_after_resampling"][1:])

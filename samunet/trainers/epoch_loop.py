@@ -75,7 +75,8 @@ class EpochLoop:
         if not self.dist.enabled:
             return module
         ids = [self.dist.local_rank] if self.device.type == "cuda" else None
-        return DistributedDataParallel(module, device_ids=ids)
+        return DistributedDataParallel(module, device_ids=ids,
+                                       find_unused_parameters=getattr(self, "find_unused_parameters", False))
 
     def _rank_share(self, batches):
         return [b[self.dist.rank :: self.dist.world_size] for b in batches]

@@ -54,3 +54,14 @@ class _CeDiceLoss(torch.autograd.Function):
 def ce_dice_loss(logits, target, ce_weight=0.2, dice_weight=0.8, smooth=1e-5):
     """logits (B, K+1, H, W), target (B, H, W) int64 -> ce_weight * CE + dice_weight * (1 - foreground Dice)."""
     return _CeDiceLoss.apply(logits, target, ce_weight, dice_weight, smooth)
+
+
+def mask_dice_bce_loss(logits, target, smooth=1e-5):
+    """Prompted training (MedSAM's loss): logits (P, H, W), one mask per prompt, target (P, H, W) in {0, 1}
+    -> mean over prompts of (1 - soft Dice) + mean binary cross-entropy."""
+    logits, target = logits.float(), target.float()
+    probs = torch.sigmoid(logits)
+    intersection = (probs * target).sum(dim=(1, 2))
+    dice = (2 * intersection + smooth) / (probs.sum(dim=(1, 2)) + target.sum(dim=(1, 2)) + smooth)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+    return (1 - dice).mean() + bce

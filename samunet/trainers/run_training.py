@@ -1,6 +1,6 @@
 """`samunet_train DATASET STRATEGY [FOLD] [-b BACKBONE] ...`: fine-tune one fold.
 
-Results go to $SAMUNET_RESULTS/DatasetXXX_Name/<strategy>__<backbone>[@pretrained]/fold_F/ (checkpoints, progress.png,
+Results go to $SAMUNET_RESULTS/DatasetXXX_Name/<strategy>__<backbone>[@pretrained][__prompts-<kind>]/fold_F/ (checkpoints, progress.png,
 training_log.txt, validation/summary.json), with the plan and dataset.json copied one level up.
 Multi-GPU (or multi-process CPU): `torchrun --nproc_per_node N -m samunet.trainers.run_training ...`.
 """
@@ -13,10 +13,12 @@ from samunet.errors import SamunetError, cli_entry
 from samunet.file_io import folder_lock
 from samunet.planners.experiment_planner import PLANS_FILE
 from samunet.planners.plan_file import read_plan
+from samunet.models.heads import HEADS
 from samunet.models.strategies import STRATEGIES
 from samunet.models.pretrained_encoder import read_description
 from samunet.paths import (configuration_name, find_preprocessed_dataset, find_raw_dataset,
                            pretrained_encoder_folder, results_root)
+from samunet.prompts.derivation import KINDS
 from samunet.synthesis.methods import DEFAULT_METHOD, METHODS
 from samunet.synthesis.synthetic_set import synthesize_set
 from samunet.trainers.amp import default_amp
@@ -45,6 +47,16 @@ def build_parser():
                         f"(samunet_synthesize; made or brought up to date first). Method default {DEFAULT_METHOD}")
     p.add_argument("--synthetic-fraction", type=fraction, default=TrainConfig.synthetic_fraction,
                    help=f"share of training slices drawn from synthetic cases (default {TrainConfig.synthetic_fraction})")
+    p.add_argument("--prompts", choices=KINDS, default=None,
+                   help="prompted training: per slice and class, a box / point / both drawn from the label "
+                        "(results go to <strategy>__<backbone>__prompts-<kind>); the class outputs are trained too")
+    p.add_argument("--box-jitter", default=None, metavar="PIXELS|PERCENT",
+                   help="prompted training: each box side moves outwards by a random 0..PIXELS at input size "
+                        "(MedSAM; default 5 at 256, scaled to the input size) or 0..PERCENT%% of the box extent "
+                        "(finetune-SAM: 10%%)")
+    p.add_argument("--negative-point-probability", type=fraction, default=TrainConfig.negative_point_probability,
+                   help="prompted training with points: chance of also giving a negative point "
+                        f"(default {TrainConfig.negative_point_probability})")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     p.add_argument("--amp", choices=("bf16", "fp16", "off"), default=None,
                    help="mixed precision (default: bf16 where supported, fp16 on older GPUs, else off)")
@@ -81,15 +93,22 @@ def train(args, show_progress=True):
         amp=args.amp or default_amp(device), num_workers=args.np, use_cache=not args.no_cache,
         augment=not args.no_augmentation, cache_mirroring=args.cache_mirroring, val_slices=args.val_slices,
         seed=args.seed, lora_rank=args.lora_rank, time_budget_minutes=args.time_budget,
-        synthesis=args.synthesis, synthetic_fraction=args.synthetic_fraction,
+        synthesis=args.synthesis, synthetic_fraction=args.synthetic_fraction, prompts=args.prompts,
+        box_jitter=args.box_jitter, negative_point_probability=args.negative_point_probability,
     )
+    if args.prompts and not HEADS[STRATEGIES[args.strategy].head].uses_prompts:
+        raise SamunetError(f"--prompts: strategy {args.strategy} has the {STRATEGIES[args.strategy].head} head, which "
+                           "takes no prompts; use a strategy with the sam_decoder head (samunet_strategies lists them)")
+    if not args.prompts and (args.box_jitter is not None):
+        raise SamunetError("--box-jitter is for prompted training: add --prompts box (or point, box+point)")
+    config.prompt_rule()  # a bad --box-jitter is one line now
     if args.synthesis and args.num_train_cases is None:
         raise SamunetError("--synthesis needs --num-train-cases N (the labelled exemplars)")
     pretrained = None
     if args.pretrained:
         pretrained = pretrained_encoder_folder(results_root() / preprocessed.name, args.pretrained)
         read_description(pretrained)  # exists and is complete: one line now rather than after the set-up
-    configuration = results_root() / preprocessed.name / configuration_name(args.strategy, backbone, args.pretrained)
+    configuration = results_root() / preprocessed.name / configuration_name(args.strategy, backbone, args.pretrained, args.prompts)
     output = configuration / f"fold_{args.fold}"
     latest, final = output / "checkpoint_latest.pth", output / "checkpoint_final.pth"
     validate_only = args.val
@@ -124,7 +143,8 @@ def train(args, show_progress=True):
                 encoder = f" with pretrained encoder {args.pretrained}" if args.pretrained else ""
                 synthetic = (f" + {len(trainer.synthetic.case_ids)} synthetic ({args.synthesis}, "
                              f"{config.synthetic_fraction:g} of the slices)" if trainer.synthetic else "")
-                trainer.write_log(f"{cls.__name__}: {args.strategy} on {backbone}{encoder}, fold {args.fold}, device {device}, "
+                prompted = f", prompted ({args.prompts})" if args.prompts else ""
+                trainer.write_log(f"{cls.__name__}: {args.strategy}{prompted} on {backbone}{encoder}, fold {args.fold}, device {device}, "
                                   f"amp {config.amp}, batch {trainer.batch_size}, {len(trainer.train_cases)} training cases"
                                   f"{synthetic}")
             if validate_only:

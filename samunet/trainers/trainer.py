@@ -27,6 +27,8 @@ from samunet.planners.experiment_planner import PLANS_FILE
 from samunet.planners.plan_file import read_plan, read_splits
 from samunet.planners.splits import SPLITS_FILE, fold_cases
 from samunet.preprocessing.storage import case_files
+from samunet.prompts.derivation import PromptRule, prompts_from_labels
+from samunet.prompts.tensors import class_probabilities, in_prompt_order, prompt_groups
 from samunet.synthesis.synthetic_set import read_synthetic_set
 from samunet.trainers.amp import amp_dtype
 from samunet.trainers.augmentation import MIRROR_AXES, MIRRORING_RECORD, mirror_combinations
@@ -34,7 +36,7 @@ from samunet.trainers.distributed import barrier
 from samunet.trainers.embedding_cache import EmbeddingCache, FillExceedsBudget
 from samunet.trainers.epoch_loop import EpochLoop
 from samunet.trainers.input_mapping import InputMapper
-from samunet.trainers.loss import ce_dice_loss
+from samunet.trainers.loss import ce_dice_loss, mask_dice_bce_loss
 from samunet.trainers.progress import plot_progress
 from samunet.trainers.slice_dataset import MappedCollate, SliceDataset, collate_slices
 from samunet.trainers.slice_sampler import SliceSampler, validation_slices
@@ -68,9 +70,17 @@ class TrainConfig:
     lora_rank: int = 4
     synthesis: str = None  # a synthesis method: also train on its synthetic set for these exemplars
     synthetic_fraction: float = 0.5  # share of training slices drawn from the synthetic set
+    prompts: str = None  # prompted training: box, point or box+point (prompts/derivation.py)
+    box_jitter: str = None  # pixels ("5") or share of the box ("10%"); None: MedSAM's 5 at 256, scaled
+    negative_point_probability: float = 0.5
     lora_alpha: float = 4.0
     lora_dropout: float = 0.0
     adapter_ratio: float = 0.25
+
+    def prompt_rule(self):
+        if not self.prompts:
+            return None
+        return PromptRule(self.prompts, self.box_jitter, self.negative_point_probability)
 
     def learning_rate(self):
         if self.lr is not None:
@@ -85,8 +95,8 @@ class DecodeOnly(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, embeddings):
-        return self.model.decode(embeddings)
+    def forward(self, embeddings, prompt_groups=None):
+        return self.model.decode(embeddings, prompt_groups)
 
 
 class SamTrainer(EpochLoop):
@@ -122,9 +132,11 @@ class SamTrainer(EpochLoop):
             raise SamunetError(f"batch size {self.batch_size} does not split over {dist_info.world_size} processes")
         class_names = [n for n, v in sorted(self.plan["labels"].items(), key=lambda kv: kv[1]) if v != 0]
         peft = PeftConfig(config.lora_rank, config.lora_alpha, config.lora_dropout, config.adapter_ratio)
+        self.prompt_rule = config.prompt_rule()
         self.model = build_model(config.backbone, config.strategy, len(class_names),
                                  input_size=backbone_plan["input_size"], checkpoint=base_checkpoint,
-                                 class_names=class_names, peft=peft, pretrained_encoder=pretrained_encoder).to(device)
+                                 class_names=class_names, peft=peft, pretrained_encoder=pretrained_encoder,
+                                 prompts=asdict(self.prompt_rule) if self.prompt_rule else None).to(device)
         self.model.metadata[MIRRORING_RECORD] = self.mirroring_axes()  # prediction mirrors along these only
         if self.synthetic is not None:
             self.model.metadata["synthesis"] = {
@@ -135,6 +147,8 @@ class SamTrainer(EpochLoop):
                                   backbone_plan["input_range"], self.model.input_size, device)
         self.sampler = SliceSampler(self.data_folder, self.train_cases, seed=config.seed, synthetic=self.synthetic,
                                     synthetic_fraction=config.synthetic_fraction)
+        # a batch without foreground has no prompts: DDP must then not wait for the prompt token's gradient
+        self.find_unused_parameters = self.prompt_rule is not None
         self.set_up_optimization(self._trained_module(), config.learning_rate())
         self.val_specs = validation_slices(self.data_folder, self.val_cases, config.val_slices)
         self.log = {"train_loss": [], "pseudo_dice": [], "ema_dice": [], "lr": [], "epoch_seconds": []}
@@ -181,9 +195,25 @@ class SamTrainer(EpochLoop):
         self.model.train()
 
     def compute_loss(self, inputs, targets):
+        if self.prompt_rule is None:
+            with self.autocast():
+                logits = self.network(inputs)
+            return ce_dice_loss(logits, targets, self.cfg.ce_weight, self.cfg.dice_weight)
+        # Prompted: the class logits are trained as prompt-free training trains them (so the model still
+        # segments without prompts, and `--prompts auto` has its first stage), and each prompt's mask with
+        # MedSAM's Dice + BCE. Prompts are drawn from the (augmented) labels with torch's RNG, which the
+        # loop seeds per epoch: a resumed run draws the same prompts.
+        rng = np.random.default_rng(int(torch.randint(2**62, (1,)).item()))
+        prompts = prompts_from_labels(targets.cpu().numpy(), self.prompt_rule, rng)
+        groups = prompt_groups(prompts, targets.device)
         with self.autocast():
-            logits = self.network(inputs)
-        return ce_dice_loss(logits, targets, self.cfg.ce_weight, self.cfg.dice_weight)
+            logits, mask_logits = self.network(inputs, groups)
+        loss = ce_dice_loss(logits, targets, self.cfg.ce_weight, self.cfg.dice_weight)
+        for group, out in zip(groups, mask_logits):
+            labels = torch.tensor([prompts[m].label for m in group.members], device=targets.device)
+            masks = targets[group.slice_index] == labels.view(-1, 1, 1)
+            loss = loss + mask_dice_bce_loss(out, masks) * len(group.members) / len(prompts)
+        return loss
 
     def end_epoch(self, epoch, losses, seconds):
         # An epoch cut short by the time budget is not evaluated: that would overrun the budget
@@ -205,8 +235,7 @@ class SamTrainer(EpochLoop):
         tp, fp, fn = np.zeros(k), np.zeros(k), np.zeros(k)
         for start in range(0, len(specs), self.batch_size):
             inputs, targets = self._plain_inputs(specs[start : start + self.batch_size])
-            with self.autocast():
-                pred = self._trained_module()(inputs).argmax(1)
+            pred = self._validation_prediction(inputs, targets)
             for c in range(1, k):
                 p, t = pred == c, targets == c
                 tp[c] += (p & t).sum().item()
@@ -214,6 +243,19 @@ class SamTrainer(EpochLoop):
                 fn[c] += (~p & t).sum().item()
         denom = 2 * tp + fp + fn
         return {c: (2 * tp[c] / denom[c]) if denom[c] > 0 else float("nan") for c in range(1, k)}
+
+    def _validation_prediction(self, inputs, targets):
+        """(B, S, S) predicted labels; a prompted model is prompted with exact boxes / points from the labels
+        (what its final validation does too)."""
+        if self.prompt_rule is None:
+            with self.autocast():
+                return self._trained_module()(inputs).argmax(1)
+        prompts = prompts_from_labels(targets.cpu().numpy(), self.prompt_rule)
+        groups = prompt_groups(prompts, targets.device)
+        with self.autocast():
+            _, mask_logits = self._trained_module()(inputs, groups)
+        masks = [m.float().sigmoid() for m in in_prompt_order(groups, mask_logits)]
+        return class_probabilities(prompts, masks, self.model.num_outputs, targets.shape, targets.device).argmax(1)
 
     def _record(self, epoch, losses, dice, seconds):
         """Log an epoch and save its checkpoints. dice None: not evaluated, the last pseudo Dice stands."""
@@ -269,11 +311,14 @@ class SamTrainer(EpochLoop):
 
     def write_validation_summary(self):
         """Predict the fold's validation cases in 3D as samunet_predict would (mirroring along the axes
-        training mirrored), write them with their probabilities to validation/, and evaluate them against
-        the reference labels in mm -> validation/summary.json."""
+        training mirrored; a prompted model prompted with exact prompts from the reference labels, as
+        `--prompts <labels folder>` would), write them with their probabilities to validation/, and
+        evaluate them against the reference labels in mm -> validation/summary.json."""
         # Imported here: the inference stage itself builds on trainers.input_mapping and trainers.amp.
         from samunet.evaluation.evaluate_cli import evaluate_folders
         from samunet.inference.predictor import SlicePredictor
+        from samunet.inference.prompt_sources import MaskFolderPrompts
+        from samunet.inference.prompted_predictor import PromptedPredictor
         from samunet.inference.write_prediction import restore_and_write
         from samunet.preprocessing.preprocess_dataset import GT_FOLDER
         from samunet.preprocessing.storage import load_case
@@ -281,22 +326,29 @@ class SamTrainer(EpochLoop):
         gt_folder = self.preprocessed / GT_FOLDER
         if not gt_folder.is_dir():
             raise SamunetError(f"{gt_folder}: missing; run samunet_preprocess again to create it")
+        ending = self.dataset_json["file_ending"]
         # A copy: the predictor turns its models into inference models (models/inference_precision.py).
-        predictor = SlicePredictor([copy.deepcopy(self.model)], self.plan, self.dataset_json, self.device,
-                                   self.cfg.amp, self.batch_size)
+        cls = PromptedPredictor if self.prompt_rule else SlicePredictor
+        predictor = cls([copy.deepcopy(self.model)], self.plan, self.dataset_json, self.device, self.cfg.amp,
+                        self.batch_size)
+        prompts = MaskFolderPrompts(gt_folder, ending, "ground_truth") if self.prompt_rule else None
         out = self.output / "validation"
         for case_id in tqdm(self.val_cases, desc="validation (3D)", disable=not self.show_progress, leave=False):
             data, _, properties = load_case(self.data_folder, case_id)
-            restore_and_write(case_id, predictor.predict_preprocessed(data), properties, out,
-                              self.dataset_json["file_ending"], save_probabilities=True)
+            if prompts is None:
+                probs = predictor.predict_preprocessed(data)
+            else:
+                probs = predictor.predict_with_prompts(data, prompts.prompts(predictor, case_id, data, properties))
+            restore_and_write(case_id, probs, properties, out, ending, save_probabilities=True)
         labels = sorted(v for v in self.plan["labels"].values() if v)
-        ending = self.dataset_json["file_ending"]
-        summary = evaluate_folders(gt_folder, out, labels, num_processes=1, cases=[f"{c}{ending}" for c in self.val_cases])
+        summary = evaluate_folders(gt_folder, out, labels, num_processes=1, cases=[f"{c}{ending}" for c in self.val_cases],
+                                   provenance=prompts.provenance if prompts else "none")
         summary["class_names"] = {str(v): n for n, v in self.plan["labels"].items() if v}
-        summary["mirroring_axes"] = predictor.mirroring_axes
+        summary["mirroring_axes"] = [] if prompts else predictor.mirroring_axes
         write_json(summary, out / "summary.json")
-        self.write_log(f"validation (3D, {len(self.val_cases)} cases): mean foreground Dice "
-                       f"{summary['foreground_mean']['Dice']:.4f}, HD95 {summary['foreground_mean']['HD95']:.2f} mm")
+        self.write_log(f"validation (3D, {len(self.val_cases)} cases, prompts: {summary['prompt_provenance']}): mean "
+                       f"foreground Dice {summary['foreground_mean']['Dice']:.4f}, HD95 "
+                       f"{summary['foreground_mean']['HD95']:.2f} mm")
         return summary
 
 

@@ -19,15 +19,13 @@ class AutoSamHead(nn.Module):
         super().__init__()
         self.num_outputs = num_classes + 1
         self.prompt_encoder = parts.prompt_encoder
-        self.decoder = resized_mask_decoder(parts.mask_decoder, 1)
+        self.decoder = resized_mask_decoder(parts.mask_decoder, [0])
         # Start every class from SAM's foreground-point embedding, kept apart by small noise.
         foreground = parts.prompt_encoder.point_embeddings[1].weight.detach()
         tokens = foreground.repeat(self.num_outputs, 1) + 0.02 * torch.randn(self.num_outputs, foreground.shape[-1])
         self.class_tokens = nn.Parameter(tokens.unsqueeze(1))  # (K+1, 1, C)
 
-    def forward(self, embeddings, boxes=None, points=None):
-        if boxes is not None or points is not None:
-            raise ValueError("the autosam head takes no prompts")
+    def forward(self, embeddings):
         b, k = embeddings.shape[0], self.num_outputs
         pairs = embeddings.repeat_interleave(k, dim=0)  # image-major: (b0,c0), (b0,c1), ...
         sparse = self.class_tokens.repeat(b, 1, 1)

@@ -22,7 +22,5 @@ class CnnHead(nn.Module):
             nn.Conv2d(c // 8, self.num_outputs, 1),
         )
 
-    def forward(self, embeddings, boxes=None, points=None):
-        if boxes is not None or points is not None:
-            raise ValueError("the cnn head takes no prompts")
+    def forward(self, embeddings):
         return self.layers(embeddings)

@@ -12,7 +12,5 @@ class LinearHead(nn.Module):
         self.num_outputs = num_classes + 1
         self.classifier = nn.Conv2d(parts.embed_dim, self.num_outputs, 1)
 
-    def forward(self, embeddings, boxes=None, points=None):
-        if boxes is not None or points is not None:
-            raise ValueError("the linear head takes no prompts")
+    def forward(self, embeddings):
         return self.classifier(embeddings)

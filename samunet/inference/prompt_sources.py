@@ -1,0 +1,111 @@
+"""Where prompted prediction's prompts come from (`--prompts FILE|FOLDER|auto`), and what that makes of the
+result's provenance: `user`, `model` or `ground_truth` (prompts from reference labels), against `none` for
+prompt-free prediction. Summaries carry it so that results prompted from references are never mistaken
+for automatic ones.
+
+- a prompts file (prompts/prompt_file.py): boxes and points in the original image's coordinates;
+  provenance as the file says (default user);
+- a folder of masks `{case}{ending}` in the images' geometry (a coarse segmentation, another tool's
+  output): per slice and class, the prompt of the model's kind derived from the mask; provenance
+  `--prompt-provenance` (default user; `model` when samunet_predict wrote the folder);
+- `auto`: the model predicts prompt-free first (mirroring as samunet_predict does) and its result
+  prompts it; provenance `model`.
+"""
+from pathlib import Path
+
+import numpy as np
+
+from samunet.errors import SamunetError
+from samunet.imageio import read_header, read_image
+from samunet.inference.prediction_info import INFO_FILE
+from samunet.preprocessing.preprocess_case import labels_like_case
+from samunet.preprocessing.restore_geometry import original_geometry
+from samunet.prompts.mapping import class_prompts
+from samunet.prompts.prompt_file import PROVENANCES, PromptFile
+
+PROVENANCE_KEY = "prompt_provenance"  # in summaries
+
+
+class FilePrompts:
+    def __init__(self, path, labels):
+        self.file = PromptFile(Path(path), labels)
+        self.provenance = self.file.provenance
+        self.record = {"source": str(Path(path).resolve()), "provenance": self.provenance,
+                       "coordinates": self.file.coordinates}
+        self._voxel = {}
+
+    def select(self, cases):
+        """Check the file against the input cases (names, coordinates inside each image); returns the
+        cases to predict: those with prompts."""
+        unknown = sorted(set(self.file.cases) - set(cases))
+        if unknown:
+            raise SamunetError(f"{self.file.path}: prompts for case(s) not in the input folder: {', '.join(unknown[:5])}")
+        for case_id in self.file.cases:
+            shape, geometry = read_header(cases[case_id][0])
+            self._voxel[case_id] = self.file.voxel_prompts(case_id, shape, geometry)
+        return {c: p for c, p in cases.items() if c in self.file.cases}
+
+    def prompts(self, predictor, case_id, data, properties):
+        size = predictor.mapper.size
+        return [p for value, cp in self._voxel[case_id].items()
+                for p in class_prompts(value, cp.boxes, cp.points, properties, size)]
+
+
+class MaskFolderPrompts:
+    def __init__(self, folder, file_ending, provenance=None):
+        self.folder, self.file_ending = Path(folder), file_ending
+        written_by_samunet = (self.folder / INFO_FILE).is_file()
+        self.provenance = provenance or ("model" if written_by_samunet else "user")
+        if self.provenance not in PROVENANCES:
+            raise SamunetError(f"prompt provenance '{self.provenance}': one of {', '.join(PROVENANCES)}")
+        self.record = {"source": str(self.folder.resolve()), "provenance": self.provenance}
+
+    def _path(self, case_id):
+        return self.folder / f"{case_id}{self.file_ending}"
+
+    def select(self, cases):
+        missing = [self._path(c).name for c in cases if not self._path(c).is_file()]
+        if missing:
+            raise SamunetError(f"{self.folder}: no mask for {len(missing)} case(s): {', '.join(missing[:5])}")
+        return cases
+
+    def prompts(self, predictor, case_id, data, properties):
+        path = self._path(case_id)
+        seg, geometry = read_image(path)
+        if list(seg.shape) != list(properties["original_shape"]):
+            raise SamunetError(f"{path}: shape {tuple(seg.shape)} differs from the image's {tuple(properties['original_shape'])}")
+        differing = original_geometry(properties).matches(geometry)
+        if differing:
+            raise SamunetError(f"{path}: {', '.join(differing)} differ from the image's")
+        unknown = sorted(set(np.unique(seg).tolist()) - set(range(predictor.num_outputs)))
+        if unknown:
+            raise SamunetError(f"{path}: holds label value(s) {', '.join(map(str, unknown[:5]))}, which the model "
+                               f"has no class for (it has 1..{predictor.num_outputs - 1})")
+        return predictor.prompts_from_mask(labels_like_case(seg, properties))
+
+
+class AutoPrompts:
+    provenance = "model"
+    record = {"source": "auto", "provenance": "model"}
+
+    def select(self, cases):
+        return cases
+
+    def prompts(self, predictor, case_id, data, properties):
+        return predictor.prompts_from_mask(predictor.predict_preprocessed(data).argmax(0))
+
+
+def prompt_source(spec, labels, file_ending, provenance=None):
+    """`--prompts` value -> a source: 'auto', a folder of masks, or a prompts file."""
+    if spec == "auto":
+        if provenance not in (None, "model"):
+            raise SamunetError("--prompts auto: the prompts come from the model; --prompt-provenance does not apply")
+        return AutoPrompts()
+    path = Path(spec)
+    if path.is_dir():
+        return MaskFolderPrompts(path, file_ending, provenance)
+    if not path.is_file():
+        raise SamunetError(f"{path}: --prompts takes a prompts file, a folder of masks, or auto")
+    if provenance is not None:
+        raise SamunetError(f"{path}: a prompts file states its own provenance; --prompt-provenance is for mask folders")
+    return FilePrompts(path, labels)

@@ -1,0 +1,146 @@
+"""Prompted training (--prompts) and prompted prediction (--prompts FILE|FOLDER|auto) on `tiny`."""
+import shutil
+
+import numpy as np
+import pytest
+
+from samunet.errors import SamunetError
+from samunet.evaluation.evaluate_cli import main as evaluate
+from samunet.file_io import read_json, write_json
+from samunet.imageio import read_image, write_image
+from samunet.inference.predict_cli import main as predict
+from samunet.inference.predict_cli import main_from_modelfolder
+from samunet.prompts.make_prompts_cli import main as make_prompts
+from samunet.trainers.run_training import train
+
+from training_helpers import one_line_error, prepare_dataset, train_args
+
+MODEL = "Dataset990_Synthetic/decoder__tiny__prompts-box"
+
+
+@pytest.fixture
+def prompted(make_dataset, env, tmp_path):
+    """A tiny `decoder` trained with box prompts, and a folder of 'test' images (the raw training images)."""
+    prepare_dataset(make_dataset, env, num_cases=4, spacing_jitter=0.15)
+    train(train_args("decoder", "--prompts", "box", "--epochs", "1", "--iters-per-epoch", "3", "--val-slices", "4"),
+          show_progress=False)
+    raw = env.raw / "Dataset990_Synthetic"
+    images = tmp_path / "imagesTs"
+    shutil.copytree(raw / "imagesTr", images)
+    return raw, images
+
+
+def test_prompted_training_is_its_own_configuration_and_validates_with_reference_prompts(prompted, env):
+    fold = env.results / MODEL / "fold_0"
+    summary = read_json(fold / "validation" / "summary.json")
+    assert summary["prompt_provenance"] == "ground_truth" and summary["mirroring_axes"] == []
+    meta = read_json(fold / "checkpoint_final.json")
+    assert meta["prompts"]["kind"] == "box"
+    assert not (env.results / "Dataset990_Synthetic" / "decoder__tiny").exists()
+    assert "prompted (box)" in (fold / "training_log.txt").read_text()
+
+
+def test_prompted_training_resumes(make_dataset, env):
+    prepare_dataset(make_dataset, env, num_cases=4)
+    args = ["--prompts", "box+point", "--iters-per-epoch", "2", "--val-slices", "4", "--no-cache"]
+    train(train_args("decoder", *args, "--epochs", "1"), show_progress=False)
+    fold = env.results / "Dataset990_Synthetic" / "decoder__tiny__prompts-box-point" / "fold_0"
+    final = fold / "checkpoint_final.pth"
+    shutil.move(final, fold / "checkpoint_latest.pth")
+    trainer = train(train_args("decoder", *args, "--epochs", "2", "--c"), show_progress=False)
+    assert trainer.start_epoch == 2 and len(trainer.log["train_loss"]) == 2
+    assert "continuing from" in (fold / "training_log.txt").read_text()
+
+
+def test_strategies_whose_head_takes_no_prompts_are_refused(make_dataset, env):
+    prepare_dataset(make_dataset, env, num_cases=4)
+    with pytest.raises(SamunetError, match="autosam head, which takes no prompts"):
+        train(train_args("autosam", "--prompts", "box"), show_progress=False)
+    with pytest.raises(SamunetError, match="box jitter"):
+        train(train_args("decoder", "--prompts", "box", "--box-jitter", "many"), show_progress=False)
+
+
+def _case_ids(images):
+    return sorted(p.name[: -len("_0000.nii.gz")] for p in images.glob("*_0000.nii.gz"))
+
+
+def test_prediction_from_a_prompts_file_a_mask_folder_and_auto(prompted, env, tmp_path, capsys):
+    raw, images = prompted
+    labels = raw / "labelsTr"
+    prompts_file = tmp_path / "prompts.json"
+    make_prompts([str(labels), "-o", str(prompts_file)])
+    assert read_json(prompts_file)["provenance"] == "ground_truth"
+
+    runs = {"file": [str(prompts_file)], "folder": [str(labels), "--prompt-provenance", "ground_truth"], "auto": ["auto"]}
+    expected = {"file": "ground_truth", "folder": "ground_truth", "auto": "model"}
+    for name, spec in runs.items():
+        out = tmp_path / name
+        predict(["-i", str(images), "-o", str(out), "--amp", "off", "-npp", "1", "-nps", "1", "--prompts", *spec])
+        printed = capsys.readouterr().out
+        assert f"model: {MODEL}, folds 0 (the only trained prompted configuration)" in printed
+        info = read_json(out / "prediction_info.json")
+        assert info["prompts"]["provenance"] == expected[name]
+        for case_id in _case_ids(images):
+            pred, _ = read_image(out / f"{case_id}.nii.gz")
+            assert pred.shape == read_image(labels / f"{case_id}.nii.gz")[0].shape
+        evaluate([str(labels), str(out), "-d", "990", "-np", "1"])
+        assert f"[prompts: {expected[name]}]" in capsys.readouterr().out
+        assert read_json(out / "summary.json")["prompt_provenance"] == expected[name]
+
+    # prompt-free prediction chooses among prompt-free configurations only: there are none
+    one_line_error(capsys, predict, ["-i", str(images), "-o", str(tmp_path / "none"), "--amp", "off"],
+                   "0 trained configurations")
+    # ... but the prompted model itself still predicts without prompts (its class outputs were trained)
+    main_from_modelfolder(["-m", str(env.results / MODEL), "-i", str(images), "-o", str(tmp_path / "free"), "--amp", "off"])
+    assert read_json(tmp_path / "free" / "prediction_info.json")["prompts"]["provenance"] == "none"
+
+
+def test_an_empty_mask_prompts_nothing_and_gives_background(prompted, tmp_path):
+    raw, images = prompted
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for case_id in _case_ids(images):
+        label, geometry = read_image(raw / "labelsTr" / f"{case_id}.nii.gz")
+        write_image(np.zeros_like(label), geometry, masks / f"{case_id}.nii.gz")
+    predict(["-i", str(images), "-o", str(tmp_path / "p"), "--amp", "off", "--prompts", str(masks)])
+    for case_id in _case_ids(images):
+        assert not read_image(tmp_path / "p" / f"{case_id}.nii.gz")[0].any()
+
+
+def _prompts(cases, coordinates="voxel"):
+    return {"format": "samunet-prompts-1", "coordinates": coordinates, "provenance": "user", "cases": cases}
+
+
+@pytest.mark.parametrize("cases, message", [
+    ({"nosuchcase": {"1": {"boxes": [[0, 0, 0, 3, 3, 3]]}}}, "prompts for case(s) not in the input folder: nosuchcase"),
+    ({"{case}": {"tumour": {"boxes": [[0, 0, 0, 3, 3, 3]]}}}, "unknown class 'tumour'"),
+    ({"{case}": {"1": {"boxes": [[0, 0, 0, 3, 3, 99]]}}}, "leaves the image"),
+    ({"{case}": {"1": {"boxes": [[5, 0, 0, 3, 3, 3]]}}}, "has a corner below the other"),
+    ({"{case}": {"1": {"points": [[1, 1, -4, 1]]}}}, "lies outside the image"),
+    ({"{case}": {"1": {"points": [[1, 1, 1, 2]]}}}, "fourth number is 1 (inside) or 0"),
+    ({"{case}": {"1": {"boxes": [[1, 2, 3]]}}}, "expected a list of 6 numbers"),
+    ({"{case}": {"1": {"box": [[0, 0, 0, 3, 3, 3]]}}}, "unknown field(s) box"),
+])
+def test_bad_prompts_files_are_one_line_errors(prompted, tmp_path, capsys, cases, message):
+    _, images = prompted
+    case_id = _case_ids(images)[0]
+    path = tmp_path / "bad.json"
+    write_json(_prompts({k.replace("{case}", case_id): v for k, v in cases.items()}), path)
+    one_line_error(capsys, predict, ["-i", str(images), "-o", str(tmp_path / "p"), "--amp", "off", "--prompts", str(path)],
+                   str(path), message)
+    assert not (tmp_path / "p" / f"{case_id}.nii.gz").exists()
+
+
+def test_a_prompts_file_for_some_cases_predicts_those_only(prompted, tmp_path, capsys):
+    raw, images = prompted
+    case_id = _case_ids(images)[0]
+    label, _ = read_image(raw / "labelsTr" / f"{case_id}.nii.gz")
+    z, y, x = np.nonzero(label == 1)
+    box = [int(x.min()), int(y.min()), int(z.min()), int(x.max()), int(y.max()), int(z.max())]
+    write_json(_prompts({case_id: {"1": {"boxes": [box]}}}), tmp_path / "one.json")
+    predict(["-i", str(images), "-o", str(tmp_path / "p"), "--amp", "off", "--prompts", str(tmp_path / "one.json")])
+    assert f"no prompts for {len(_case_ids(images)) - 1} case(s)" in capsys.readouterr().out
+    written = sorted(p.name for p in (tmp_path / "p").glob("*.nii.gz"))
+    assert written == [f"{case_id}.nii.gz"]
+    pred, _ = read_image(tmp_path / "p" / f"{case_id}.nii.gz")
+    assert set(np.unique(pred)) <= {0, 1}  # only class 1 was prompted
