@@ -139,12 +139,23 @@ def _check_written(path):
         raise SamunetError(f"written file is damaged: {err}") from None
 
 
-def write_image(array, geometry, path):
-    """Write a (z, y, x) array with the given geometry, atomically; the file ending chooses the format."""
+def from_sitk(img, name="image"):
+    """A 3D SimpleITK image in memory -> (array (z, y, x), geometry); `name` says which in errors."""
+    _check_3d(name, img.GetDimension(), img.GetNumberOfComponentsPerPixel())
+    return sitk.GetArrayFromImage(img), _geometry_of(img)
+
+
+def to_sitk(array, geometry):
     img = sitk.GetImageFromArray(np.ascontiguousarray(array))
     img.SetSpacing([float(v) for v in geometry.spacing])
     img.SetOrigin([float(v) for v in geometry.origin])
     img.SetDirection([float(v) for v in geometry.direction])
+    return img
+
+
+def write_image(array, geometry, path):
+    """Write a (z, y, x) array with the given geometry, atomically; the file ending chooses the format."""
+    img = to_sitk(array, geometry)
     with atomic_write(path, _check_written) as tmp:
         try:
             sitk.WriteImage(img, str(tmp), useCompression=True)

@@ -144,3 +144,40 @@ def test_a_prompts_file_for_some_cases_predicts_those_only(prompted, tmp_path, c
     assert written == [f"{case_id}.nii.gz"]
     pred, _ = read_image(tmp_path / "p" / f"{case_id}.nii.gz")
     assert set(np.unique(pred)) <= {0, 1}  # only class 1 was prompted
+
+
+def test_segmenter_reuses_the_volumes_encoder_outputs_across_clicks(prompted, env, monkeypatch):
+    import SimpleITK as sitk
+
+    from samunet.inference import Segmenter
+
+    raw, images = prompted
+    case_id = _case_ids(images)[0]
+    path = images / f"{case_id}_0000.nii.gz"
+    label, geometry = read_image(raw / "labelsTr" / f"{case_id}.nii.gz")
+    z, y, x = np.nonzero(label == 1)
+    box = [int(x.min()), int(y.min()), int(z.min()), int(x.max()), int(y.max()), int(z.max())]
+    segmenter = Segmenter.from_model_folder(env.results / MODEL, device="cpu", amp="off")
+    model = segmenter.predictor.models[0]
+    encoded = []
+    encode = model.encode
+    monkeypatch.setattr(model, "encode", lambda images: encoded.append(len(images)) or encode(images))
+
+    first = segmenter.segment(path, boxes={"1": [box]})
+    image = sitk.ReadImage(str(path))
+    assert first.GetSize() == image.GetSize() and first.GetSpacing() == pytest.approx(image.GetSpacing())
+    assert first.GetDirection() == pytest.approx(image.GetDirection(), abs=1e-6)
+    assert set(np.unique(sitk.GetArrayFromImage(first))) <= {0, 1}
+    slices = sum(encoded)
+    assert slices > 0
+    # a click inside the box, from an in-memory image of the same volume: decoded, not encoded again
+    click = [int(x[0]), int(y[0]), int(z[0]), 0]
+    second = segmenter.segment(image, boxes={"1": [box]}, points={"1": [click]})
+    assert sum(encoded) == slices and second.GetSize() == first.GetSize()
+    # another volume is encoded
+    other = _case_ids(images)[1]
+    zo, yo, xo = np.nonzero(read_image(raw / "labelsTr" / f"{other}.nii.gz")[0] == 2)
+    segmenter.segment(images / f"{other}_0000.nii.gz", points={"2": [[int(xo[0]), int(yo[0]), int(zo[0]), 1]]})
+    assert sum(encoded) > slices
+    with pytest.raises(SamunetError, match="unknown class 'tumour'"):
+        segmenter.segment(path, boxes={"tumour": [box]})

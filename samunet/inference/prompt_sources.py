@@ -28,7 +28,7 @@ PROVENANCE_KEY = "prompt_provenance"  # in summaries
 
 class FilePrompts:
     def __init__(self, path, labels):
-        self.file = PromptFile(Path(path), labels)
+        self.file = PromptFile.read(Path(path), labels)
         self.provenance = self.file.provenance
         self.record = {"source": str(Path(path).resolve()), "provenance": self.provenance,
                        "coordinates": self.file.coordinates}

@@ -43,11 +43,11 @@ def _numbers(value, count, where):
 
 
 class PromptFile:
-    def __init__(self, path, labels):
-        """labels: the plan's {class name: value}. Checks the file's structure; coordinates are checked
-        against each image by `voxel_prompts`."""
+    def __init__(self, content, labels, path):
+        """content: a prompts file's JSON content, read from `path` (named in errors); labels: the plan's
+        {class name: value}. Checks the structure; coordinates are checked against each image by
+        `voxel_prompts`."""
         self.path = path
-        content = read_json(path)
         if not isinstance(content, dict) or content.get("format") != FORMAT:
             raise SamunetError(f"{path}: not a samunet prompts file (\"format\": \"{FORMAT}\" expected)")
         self.coordinates = content.get("coordinates", "voxel")
@@ -76,6 +76,10 @@ class PromptFile:
                     raise SamunetError(f"{path}: case {case_id}, class {key}: unknown field(s) {', '.join(sorted(unknown))}"
                                        f" (expected {', '.join(FIELDS)})")
                 self.cases[case_id][value] = self._parse_class(entry, f"{path}: case {case_id}, class {key}")
+
+    @classmethod
+    def read(cls, path, labels):
+        return cls(read_json(path), labels, path)
 
     def _parse_class(self, entry, where):
         boxes = [_numbers(b, 6, f"{where}, box") for b in entry.get("boxes", [])]
