@@ -31,9 +31,11 @@ def test_ddp_matches_single_process_gradient_and_trains(make_dataset, env, tmp_p
     for name in ref:
         torch.testing.assert_close(ddp[name], ref[name], rtol=1e-4, atol=1e-6, msg=name)
 
+    # prompted: each rank decodes its own prompt groups (and none when its slices hold no foreground)
     torchrun(["-m", "samunet.trainers.run_training", "990", "lora_both", "0", "-b", "tiny", "--epochs", "1",
-              "--iters-per-epoch", "2", "--batch-size", "4", "-np", "0", "--val-slices", "4"], run_env)
-    fold = env.results / "Dataset990_Synthetic" / "lora_both__tiny" / "fold_0"
+              "--iters-per-epoch", "2", "--batch-size", "4", "-np", "0", "--val-slices", "4", "--prompts", "box+point"],
+             run_env)
+    fold = env.results / "Dataset990_Synthetic" / "lora_both__tiny__prompts-box-point" / "fold_0"
     assert (fold / "checkpoint_final.pth").is_file()
     assert (fold / "training_log.txt").read_text().count("epoch 0: train loss") == 1  # rank 0 logs alone
 

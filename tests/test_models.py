@@ -75,10 +75,19 @@ def test_decoding_pairs_each_image_with_its_own_prompt():
     together = model(images)
     alone = torch.cat([model(images[i : i + 1]) for i in range(3)])
     torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-5)
-    boxes = torch.tensor([[4.0, 4.0, 40.0, 40.0], [10.0, 8.0, 60.0, 50.0], [0.0, 0.0, 63.0, 63.0]])
-    prompted = model(images, boxes=boxes)
-    assert prompted.shape == together.shape and not torch.allclose(prompted, together)
-    torch.testing.assert_close(prompted[1:2], model(images[1:2], boxes=boxes[1:2]), rtol=1e-4, atol=1e-5)
+    # prompted: prompt i is decoded with the embedding of the slice it names, whatever the others are
+    from samunet.prompts.derivation import Prompt
+    from samunet.prompts.tensors import prompt_groups
+
+    model = tiny("decoder", prompts={"kind": "box"}).eval()
+    boxes = [(4.0, 4.0, 40.0, 40.0), (10.0, 8.0, 60.0, 50.0), (0.0, 0.0, 63.0, 63.0)]
+    prompts = [Prompt(2, 1, boxes[0]), Prompt(0, 1, boxes[1]), Prompt(2, 2, boxes[2])]
+    class_logits, (masks,) = model(images, prompt_groups(prompts, "cpu"))
+    assert masks.shape == (3, SIZE, SIZE)
+    torch.testing.assert_close(class_logits, model(images), rtol=1e-4, atol=1e-5)
+    _, (alone,) = model(images[2:3], prompt_groups([Prompt(0, 1, boxes[0])], "cpu"))
+    torch.testing.assert_close(masks[0:1], alone, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(masks[0], masks[2])  # another box on the same slice: another mask
 
 
 def test_decoding_computes_what_segment_anything_computes():
@@ -259,15 +268,21 @@ def test_mobile_sam_checkpoint_loads_strictly_and_rejects_vit_files(tmp_path):
         build_backbone("mobile_sam", checkpoint=vit_path)
 
 
-def test_sam_decoder_head_takes_point_prompts():
-    model = tiny("decoder").eval()
+def test_prompted_sam_decoder_head_takes_points_with_or_without_boxes():
+    from samunet.prompts.derivation import Prompt
+    from samunet.prompts.tensors import in_prompt_order, prompt_groups
+
+    model = tiny("decoder", prompts={"kind": "box+point"}).eval()
     images = torch.rand(2, 3, SIZE, SIZE)
-    coords = torch.tensor([[[20.0, 30.0]], [[40.0, 10.0]]])
-    labels = torch.ones(2, 1)
+    prompts = [Prompt(0, 1, None, ((20, 30, 1),)), Prompt(1, 1, None, ((40, 10, 1), (44, 12, 0))),
+               Prompt(1, 2, (30.0, 5.0, 50.0, 20.0), ((40, 10, 1),)), Prompt(0, 2, (30.0, 5.0, 50.0, 20.0))]
+    groups = prompt_groups(prompts, "cpu")
+    assert len(groups) == 3  # points only / box and points / box only: three token sequences
     with torch.no_grad():
-        out = model(images, points=(coords, labels))
-        assert out.shape == (2, K + 1, SIZE, SIZE)
-        assert not torch.allclose(out, model(images))
+        _, masks = model(images, groups)
+    masks = in_prompt_order(groups, masks)
+    assert [m.shape for m in masks] == [(SIZE, SIZE)] * 4
+    assert not torch.allclose(masks[2], masks[3])  # the point changes the box's mask
 
 
 def test_inference_precision_keeps_the_model_outputs():
@@ -355,3 +370,20 @@ def test_tiny_vit_at_other_input_sizes():
         with torch.no_grad():
             assert small(torch.rand(1, 3, size, size)).shape == (1, 256, size // 4, size // 4)
             assert model(torch.rand(2, 3, size, size)).shape == (2, K + 1, size, size)
+
+
+def test_an_untrained_prompted_model_is_sam_as_released():
+    """The prompted head's mask for a box is SAM's single-mask output (multimask_output=False) until trained."""
+    from samunet.models.prompted import segment_with_boxes
+    from samunet.prompts.derivation import Prompt
+    from samunet.prompts.tensors import prompt_groups
+
+    model = tiny("decoder", prompts={"kind": "box"}).eval()
+    parts = build_backbone("tiny", input_size=SIZE)
+    images = torch.rand(2, 3, SIZE, SIZE)
+    boxes = [(4.0, 6.0, 40.0, 50.0), (20.0, 10.0, 30.0, 60.0)]
+    with torch.no_grad():
+        _, (ours,) = model(images, prompt_groups([Prompt(i, 1, b) for i, b in enumerate(boxes)], "cpu"))
+        released = segment_with_boxes(parts, images, torch.tensor(boxes), model.metadata["pixel_mean"],
+                                      model.metadata["pixel_std"])
+    torch.testing.assert_close(ours, released, rtol=1e-4, atol=1e-4)

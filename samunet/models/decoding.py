@@ -27,25 +27,27 @@ def _upscale(layers, x):
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def decode_masks(decoder, image_embeddings, image_pe, sparse, dense):
+def decode_masks(decoder, image_embeddings, image_pe, sparse, dense, mask_tokens=slice(None)):
     """image_embeddings (B, C, h, w), image_pe (1, C, h, w), sparse (B, N, C), dense (B, C, h, w)
-    -> masks (B, T, 4h, 4w) for the decoder's T mask tokens, and IoU predictions (B, T)."""
+    -> masks (B, T, 4h, 4w) for the decoder's mask tokens (`mask_tokens`: a slice of them, default all; the
+    others are left out of the sequence), and their IoU predictions (B, T)."""
     b, c, h, w = image_embeddings.shape
-    output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
+    indices = range(decoder.num_mask_tokens)[mask_tokens]
+    output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight[mask_tokens]], dim=0)
     tokens = torch.cat([output_tokens.unsqueeze(0).expand(b, -1, -1), sparse.to(output_tokens.dtype)], dim=1)
     src = (image_embeddings + dense).contiguous(memory_format=torch.channels_last)
     pos = image_pe.contiguous(memory_format=torch.channels_last)  # broadcast over the batch
     hs, src = decoder.transformer(src, pos, tokens)
     iou_token_out = hs[:, 0]
-    mask_tokens_out = hs[:, 1 : 1 + decoder.num_mask_tokens]
+    mask_tokens_out = hs[:, 1 : 1 + len(indices)]
     upscaled = _upscale(decoder.output_upscaling, src.reshape(b, h, w, c).permute(0, 3, 1, 2))
     hyper_in = torch.stack(
-        [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)], dim=1
+        [decoder.output_hypernetworks_mlps[j](mask_tokens_out[:, i]) for i, j in enumerate(indices)], dim=1
     )
     _, c_up, h_up, w_up = upscaled.shape
     pixels = upscaled.permute(0, 2, 3, 1).reshape(b, h_up * w_up, c_up)  # a view: upscaled is channels-last
     masks = (pixels @ hyper_in.transpose(1, 2)).reshape(b, h_up, w_up, -1).permute(0, 3, 1, 2)
-    return masks.contiguous(), decoder.iou_prediction_head(iou_token_out)
+    return masks.contiguous(), decoder.iou_prediction_head(iou_token_out)[:, mask_tokens]
 
 
 def encode_prompts(prompt_encoder, batch_size, boxes=None, points=None):

@@ -1,8 +1,10 @@
 """`sam_decoder` head (SAMed): SAM's mask decoder with K+1 mask tokens, one per class, in one pass.
 
-Prompt-free: SAM's 'no prompt' embeddings in, K+1 class logits out. A head built `prompted` has one more
-token in front, SAM's own single-mask token: given a box and/or points it gives one binary mask per
-prompt, as released SAM does (multimask_output=False), while the class tokens keep serving prompt-free use.
+Prompt-free: SAM's 'no prompt' embeddings in, K+1 class logits out. A head built `prompted` also keeps
+SAM's own four mask tokens in front: a box and/or points go through the decoder with exactly SAM's token
+sequence, and the single-mask token's output is the prompt's mask, as released SAM gives it
+(multimask_output=False; untrained, the head is SAM). The class tokens decode without them, as in a
+prompt-free head, so the one model serves both.
 """
 from torch import nn
 
@@ -22,18 +24,22 @@ class SamDecoderHead(nn.Module):
         self.num_outputs = num_classes + 1
         self.prompted = prompted
         self.prompt_encoder = parts.prompt_encoder
-        # token i starts from pretrained token i mod 4; a prompted head's token 0 is the single-mask one
-        sources = ([0] if prompted else []) + [i % 4 for i in range(self.num_outputs)]
+        sam_tokens = parts.mask_decoder.num_mask_tokens
+        # class token i starts from pretrained token i mod 4 (background from the single-mask one)
+        sources = (list(range(sam_tokens)) if prompted else []) + [i % sam_tokens for i in range(self.num_outputs)]
         self.decoder = resized_mask_decoder(parts.mask_decoder, sources)
-        self.first_class_token = 1 if prompted else 0
+        self.class_tokens = slice(sam_tokens if prompted else 0, None)
+        self.prompt_tokens = slice(0, sam_tokens)
 
     def forward(self, embeddings):
         sparse, dense = encode_prompts(self.prompt_encoder, embeddings.shape[0])
-        masks, _ = decode_masks(self.decoder, embeddings, self.prompt_encoder.get_dense_pe(), sparse, dense)
-        return masks[:, self.first_class_token :]
+        masks, _ = decode_masks(self.decoder, embeddings, self.prompt_encoder.get_dense_pe(), sparse, dense,
+                                self.class_tokens)
+        return masks
 
     def segment_prompts(self, embeddings, boxes=None, points=None):
         """embeddings (P, C, h, w), one per prompt; boxes (P, 4); points ((P, N, 2), (P, N)) -> (P, 1, 4h, 4w)."""
         sparse, dense = encode_prompts(self.prompt_encoder, embeddings.shape[0], boxes, points)
-        masks, _ = decode_masks(self.decoder, embeddings, self.prompt_encoder.get_dense_pe(), sparse, dense)
+        masks, _ = decode_masks(self.decoder, embeddings, self.prompt_encoder.get_dense_pe(), sparse, dense,
+                                self.prompt_tokens)
         return masks[:, :1]
