@@ -230,6 +230,17 @@ def test_export_merges_lora_into_plain_segment_anything_weights(tmp_path):
         export([str(path), "-o", str(out)])  # never overwrites
 
 
+def test_export_of_a_prompted_model_says_which_tokens_are_which(tmp_path):
+    from samunet.file_io import read_json
+    from samunet.models.export import main as export
+
+    path, out = tmp_path / "c.pth", tmp_path / "exported.pth"
+    save_checkpoint(path, tiny("lora_decoder", prompts={"kind": "box"}))
+    export([str(path), "-o", str(out)])
+    assert torch.load(out, weights_only=True)["mask_decoder.mask_tokens.weight"].shape[0] == 4 + K + 1
+    assert "MaskDecoder(num_multimask_outputs=6); mask tokens 0-3 are SAM's" in read_json(out.with_suffix(".json"))["loads_into"]
+
+
 def test_strategies_command_lists_every_strategy(capsys):
     from samunet.models.strategies_cli import main
 

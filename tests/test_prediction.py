@@ -144,7 +144,7 @@ def test_prediction_refuses_bad_requests(trained, env, tmp_path, capsys):
     with pytest.raises(SystemExit):
         predict(["-i", str(images), "-o", str(tmp_path / "y")])
     err = capsys.readouterr().err
-    assert "several trained configurations" in err and "cnn_head__tiny" in err and "lora_both__tiny" in err
+    assert "2 trained configurations" in err and "cnn_head__tiny" in err and "lora_both__tiny" in err
     main_from_modelfolder(["-i", str(images), "-o", str(tmp_path / "z"), "-m",
                            str(env.results / raw.name / "cnn_head__tiny"), "--save-probabilities", "--disable-tta"])
     probs = np.load(tmp_path / "z" / "synthetic_001.npz")["probabilities"]

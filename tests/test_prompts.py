@@ -21,13 +21,17 @@ def _labels():
     return labels  # slice 1 is empty
 
 
-def test_exact_prompts_are_the_structures_boxes_and_deepest_points():
-    prompts = prompts_from_labels(_labels(), PromptRule("box+point"))
+def test_prompts_from_a_mask_are_its_boxes_grown_by_half_the_jitter_and_its_deepest_points():
+    prompts = prompts_from_labels(_labels(), PromptRule("box+point", box_jitter="0"))
     assert [(p.slice_index, p.label) for p in prompts] == [(0, 1), (0, 2), (2, 1)]  # nothing on the empty slice
     assert prompts[0].box == (30.0, 10.0, 49.0, 19.0)
     assert prompts[2].box == (17.0, 33.0, 17.0, 33.0) and prompts[2].points == ((17, 33, 1),)
     x, y, positive = prompts[0].points[0]
     assert positive == 1 and 34 <= x <= 45 and 14 <= y <= 15  # the middle of a 10-row band
+    # by default (jitter 1 pixel at input size 64) each side moves out by the mean training move, 0.5
+    grown = prompts_from_labels(_labels(), PromptRule("box", box_jitter="4"))
+    assert grown[0].box == (28.0, 8.0, 51.0, 21.0) and grown[2].box == (15.0, 31.0, 19.0, 35.0)
+    assert prompts_from_labels(_labels(), PromptRule("box"))[2].box == (16.5, 32.5, 17.5, 33.5)
 
 
 @pytest.mark.parametrize("jitter, limit", [("3", lambda extent: 3), ("10%", lambda extent: 0.1 * extent)])
@@ -39,7 +43,7 @@ def test_training_boxes_grow_outwards_by_at_most_the_jitter(jitter, limit):
     for _ in range(200):
         for p in prompts_from_labels(labels, rule, rng):
             mask = labels[p.slice_index] == p.label
-            exact = prompts_from_labels(np.where(mask, p.label, 0)[None], PromptRule("box"))[0].box
+            exact = prompts_from_labels(np.where(mask, p.label, 0)[None], PromptRule("box", box_jitter="0"))[0].box
             x0, y0, x1, y1 = exact
             grow = np.array([x0 - p.box[0], y0 - p.box[1], p.box[2] - x1, p.box[3] - y1])
             extents = np.array([x1 - x0 + 1, y1 - y0 + 1] * 2)
@@ -88,7 +92,7 @@ def test_a_voxel_box_lands_on_the_structure_at_input_size():
     # reference: the box of the structure as preprocessed and resized to input size, slice by slice
     mapper = InputMapper([[0.0, 1.0]], (0, 1), size, "cpu")
     at_input = mapper.labels([pre_seg[s] for s in range(pre_seg.shape[0])]).numpy()
-    reference = {p.slice_index: p.box for p in prompts_from_labels(at_input, PromptRule("box"))}
+    reference = {p.slice_index: p.box for p in prompts_from_labels(at_input, PromptRule("box", box_jitter="0"))}
     assert sorted(p.slice_index for p in mapped) == sorted(reference)
     scale = [size / (hi - lo) for lo, hi in properties["crop_box_transposed"][1:]]  # input pixels per voxel
     for prompt in mapped:
@@ -123,3 +127,32 @@ def test_world_coordinates_and_slice_boxes_give_the_same_voxels(tmp_path):
     with_point = [p for p in prompts if p.points]
     assert {p.slice_index for p in with_point} == {12 - properties["crop_box_transposed"][0][0]}
     assert all(p.points[0][2] == 0 for p in with_point)
+
+
+def test_make_prompts_writes_slice_boxes_around_each_structure(tmp_path, capsys):
+    from samunet.file_io import read_json
+    from samunet.imageio import write_image
+    from samunet.prompts.make_prompts_cli import main as make_prompts
+
+    from training_helpers import one_line_error
+
+    seg, geometry, *_ = _rotated_anisotropic_case()
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    write_image(seg, geometry, labels / "c.nii.gz")
+    out = tmp_path / "prompts.json"
+    make_prompts([str(labels), "-o", str(out), "--kind", "box+point", "--box-jitter", "2"])
+    content = read_json(out)
+    assert content["provenance"] == "ground_truth" and content["coordinates"] == "voxel"
+    entry = content["cases"]["c"]["1"]
+    assert [b["slice"] for b in entry["slice_boxes"]] == [4, 5, 6, 7, 8]  # z 4..8 hold the structure
+    for item in entry["slice_boxes"]:
+        x0, y0, x1, y1 = item["box"]
+        assert 6 <= x0 <= 8 and 17 <= x1 <= 19 and 8 <= y0 <= 10 and 25 <= y1 <= 27  # exact box +- 2 voxels
+    assert all(seg[z, y, x] == 1 for x, y, z, positive in entry["points"] if positive == 1)
+    # the file reads back against its image
+    voxel = PromptFile.read(out, {"background": 0, "thing": 1}).voxel_prompts("c", seg.shape, geometry)
+    assert len(voxel[1].boxes) == 5
+    (tmp_path / "notes.json").write_text("{}")
+    one_line_error(capsys, make_prompts, [str(labels), "-o", str(tmp_path / "notes.json")], "not a samunet prompts file")
+    assert (tmp_path / "notes.json").read_text() == "{}"

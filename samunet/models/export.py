@@ -2,7 +2,7 @@
 
 For `sam_decoder` strategies without adapters the keys follow segment_anything's `Sam` naming
 (`image_encoder.`, `prompt_encoder.`, `mask_decoder.`), so the file loads into segment_anything classes
-built with `num_multimask_outputs = K` (K+1 mask tokens). Other heads and adapters keep samunet's names
+built with `num_multimask_outputs = K` (K+1 mask tokens; a prompted model has SAM's 4 in front). Other heads and adapters keep samunet's names
 (`encoder.`, `head.`) and load into samunet's model. A JSON beside the file says which.
 """
 import argparse
@@ -31,8 +31,11 @@ def export_state(model):
             if key.startswith(old):
                 renamed[new + key[len(old):]] = value
                 break
-    num_tokens = model.metadata["num_classes"] + 1
-    return renamed, f"segment_anything Sam with MaskDecoder(num_multimask_outputs={num_tokens - 1})"
+    num_tokens = renamed["mask_decoder.mask_tokens.weight"].shape[0]
+    loads_into = f"segment_anything Sam with MaskDecoder(num_multimask_outputs={num_tokens - 1})"
+    if model.metadata.get("prompts"):  # models/heads/sam_decoder.py: SAM's 4 tokens, then the classes
+        loads_into += "; mask tokens 0-3 are SAM's (prompted: token 0's mask), 4 on the classes (prompt-free)"
+    return renamed, loads_into
 
 
 @cli_entry

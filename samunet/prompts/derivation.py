@@ -11,7 +11,10 @@ or a fraction of the box's extent on that axis (finetune-SAM's rule, "10%"); the
 with probability proportional to the distance to the structure's border (interior points, never on the
 edge unless the structure is that thin); a negative point, with probability `negative_probability`, is
 drawn among the background pixels inside the jittered box (none when the box holds no background).
-Without an rng (prediction) boxes are exact and the point is the pixel farthest from the border.
+Without an rng (prompts derived from a mask at prediction, and training's validation) each box side moves
+outwards by half the largest jitter, the mean move training showed: a box drawn exactly around a mask sits
+at the tight edge of what the model learned from, where it tends to cut the structure short. The point is
+then the pixel farthest from the border.
 """
 from dataclasses import dataclass
 
@@ -79,11 +82,13 @@ def box_of(mask):
     return (int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1]))
 
 
-def jittered(box, shape, size, rule, rng):
-    """Each side of the box moved outwards by a random 0..jitter, kept inside the (H, W) `shape`."""
+def jittered(box, shape, size, rule, rng=None):
+    """Each side of the box moved outwards by a random 0..jitter (rng), or by half the jitter (no rng),
+    kept inside the (H, W) `shape`."""
     x0, y0, x1, y1 = box
     jx, jy = rule.jitter(x1 - x0 + 1, size), rule.jitter(y1 - y0 + 1, size)
-    moves = rng.uniform(0, 1, 4) * np.array([jx, jy, jx, jy])
+    shares = rng.uniform(0, 1, 4) if rng is not None else np.full(4, 0.5)
+    moves = shares * np.array([jx, jy, jx, jy])
     h, w = shape
     return (max(0.0, x0 - moves[0]), max(0.0, y0 - moves[1]), min(w - 1.0, x1 + moves[2]), min(h - 1.0, y1 + moves[3]))
 
@@ -114,8 +119,7 @@ def prompts_for_mask(mask, slice_index, label, rule, rng=None, size=None):
     scales the default jitter) is given."""
     size = size or mask.shape[-1]
     box = box_of(mask)
-    if rng is not None:
-        box = jittered(box, mask.shape, size, rule, rng)
+    box = jittered(box, mask.shape, size, rule, rng)
     points = ()
     if rule.points:
         points = ((*interior_point(mask, rng), 1),)
