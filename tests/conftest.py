@@ -1,3 +1,5 @@
+import json
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -10,6 +12,22 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 requires_shared_data = pytest.mark.skipif(
     not SHARED_DATA.is_dir(), reason=f"real data not found at {SHARED_DATA}"
 )
+
+
+def hippocampus_subset(folder, cases):
+    """An MSD Task04_Hippocampus folder under `folder` with only `cases` (copies: the converter refuses
+    entries that resolve outside the task folder), so that a test converts the cases it uses, not all 200."""
+    source = SHARED_DATA / "Task04_Hippocampus"
+    task = Path(folder) / source.name
+    meta = json.loads((source / "dataset.json").read_text())
+    meta["training"] = [e for e in meta["training"] if Path(e["image"]).name.removesuffix(".nii.gz") in cases]
+    assert len(meta["training"]) == len(cases), "a case the test names is not in the task"
+    for sub in ("imagesTr", "labelsTr"):
+        (task / sub).mkdir(parents=True)
+        for case in cases:
+            shutil.copyfile(source / sub / f"{case}.nii.gz", task / sub / f"{case}.nii.gz")
+    (task / "dataset.json").write_text(json.dumps(dict(meta, numTraining=len(cases), test=[])))
+    return task
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from samunet.preprocessing.unlabelled_images import prepare_unlabelled_images
 from samunet.trainers.slice_dataset import SliceDataset
 from samunet.trainers.slice_sampler import SliceSpec
 
-from conftest import SHARED_DATA, requires_shared_data
+from conftest import hippocampus_subset, requires_shared_data
 
 pytestmark = [requires_shared_data, pytest.mark.real_data]
 
@@ -24,7 +24,7 @@ HELD_OUT = ("hippocampus_007", "hippocampus_008")
 
 
 def test_litemedsam_pretraining_lowers_the_masked_loss_on_unseen_slices(env, tmp_path, monkeypatch):
-    convert_msd(["-i", str(SHARED_DATA / "Task04_Hippocampus"), "-overwrite_id", "501", "-np", "2"])
+    convert_msd(["-i", str(hippocampus_subset(tmp_path, TRAINING + HELD_OUT)), "-overwrite_id", "501", "-np", "2"])
     raw = env.raw / "Dataset501_Hippocampus"
     held_out_images = tmp_path / "held_out"
     held_out_images.mkdir()

@@ -93,6 +93,16 @@ def test_prediction_from_a_prompts_file_a_mask_folder_and_auto(prompted, env, tm
     # ... but the prompted model itself still predicts without prompts (its class outputs were trained)
     main_from_modelfolder(["-m", str(env.results / MODEL), "-i", str(images), "-o", str(tmp_path / "free"), "--amp", "off"])
     assert read_json(tmp_path / "free" / "prediction_info.json")["prompts"]["provenance"] == "none"
+    # a folder samunet_predict wrote, as masks: a prompt-free result makes model prompts, a result from
+    # reference prompts stays ground_truth and cannot be relabelled
+    for folder, provenance in (("free", "model"), ("file", "ground_truth")):
+        out = tmp_path / f"from_{folder}"
+        predict(["-i", str(images), "-o", str(out), "--amp", "off", "-npp", "1", "-nps", "1",
+                 "--prompts", str(tmp_path / folder)])
+        assert read_json(out / "prediction_info.json")["prompts"]["provenance"] == provenance
+    one_line_error(capsys, predict, ["-i", str(images), "-o", str(tmp_path / "relabelled"), "--prompts",
+                                     str(tmp_path / "file"), "--prompt-provenance", "user"],
+                   "predicted from ground-truth prompts")
 
 
 def test_an_empty_mask_prompts_nothing_and_gives_background(prompted, tmp_path):

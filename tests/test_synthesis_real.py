@@ -12,7 +12,7 @@ from samunet.preprocessing.storage import load_case
 from samunet.synthesis.label_fusion import foreground_dice
 from samunet.synthesis.synthesize_cli import main as samunet_synthesize
 
-from conftest import SHARED_DATA, requires_shared_data
+from conftest import hippocampus_subset, requires_shared_data
 
 pytestmark = [requires_shared_data, pytest.mark.real_data]
 
@@ -20,15 +20,9 @@ CASES = ("hippocampus_001", "hippocampus_003", "hippocampus_004", "hippocampus_0
          "hippocampus_008", "hippocampus_011")
 
 
-def test_registration_transfers_real_hippocampus_labels(env):
-    convert_msd(["-i", str(SHARED_DATA / "Task04_Hippocampus"), "-overwrite_id", "501", "-np", "2"])
+def test_registration_transfers_real_hippocampus_labels(env, tmp_path):
+    convert_msd(["-i", str(hippocampus_subset(tmp_path, CASES)), "-overwrite_id", "501", "-np", "2"])
     raw = env.raw / "Dataset501_Hippocampus"
-    for folder in ("imagesTr", "labelsTr"):
-        for p in list((raw / folder).iterdir()):
-            if p.name.split(".")[0].removesuffix("_0000") not in CASES:
-                p.unlink()
-    meta = json.loads((raw / "dataset.json").read_text())
-    (raw / "dataset.json").write_text(json.dumps(dict(meta, numTraining=len(CASES))))
     plan_and_preprocess(["-d", "501", "-np", "2"])
     preprocessed = env.preprocessed / raw.name
     # exemplars: the first two training cases; the last case validates and is never a target

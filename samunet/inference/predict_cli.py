@@ -22,10 +22,10 @@ from samunet.inference.model_selection import resolve_model, trained_folds
 from samunet.inference.prediction_info import INFO_FILE, NO_PROMPTS
 from samunet.inference.predictor import SlicePredictor
 from samunet.inference.prompt_sources import prompt_source
-from samunet.prompts.prompt_file import PROVENANCES
 from samunet.inference.prompted_predictor import PromptedPredictor
 from samunet.inference.write_prediction import restore_and_write
 from samunet.preprocessing.preprocess_case import preprocess_case
+from samunet.prompts.prompt_file import PROVENANCES
 from samunet.trainers.amp import default_amp
 
 
@@ -141,7 +141,8 @@ def add_common_arguments(p):
                         "samunet_make_prompts), a folder of masks {case}<ending> to derive boxes / points from, or "
                         "auto (the model's own prompt-free result prompts it)")
     p.add_argument("--prompt-provenance", choices=PROVENANCES, default=None,
-                   help="where a mask folder's masks come from (default user; model when samunet_predict wrote it); "
+                   help="where a mask folder's masks come from (default user; a folder samunet_predict wrote "
+                        "passes its own on: model, or ground_truth when it was prompted from references); "
                         "recorded in prediction_info.json and shown by samunet_evaluate")
 
 

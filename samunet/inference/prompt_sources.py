@@ -7,7 +7,8 @@ for automatic ones.
   provenance as the file says (default user);
 - a folder of masks `{case}{ending}` in the images' geometry (a coarse segmentation, another tool's
   output): per slice and class, the prompt of the model's kind derived from the mask; provenance
-  `--prompt-provenance` (default user; `model` when samunet_predict wrote the folder);
+  `--prompt-provenance` (default user). A folder samunet_predict wrote passes its own on: `model` when
+  it was predicted prompt-free or by a model, `ground_truth` or `user` when it was prompted so;
 - `auto`: the model predicts prompt-free first (mirroring as samunet_predict does) and its result
   prompts it; provenance `model`.
 """
@@ -17,13 +18,11 @@ import numpy as np
 
 from samunet.errors import SamunetError
 from samunet.imageio import read_header, read_image
-from samunet.inference.prediction_info import INFO_FILE
+from samunet.inference.prediction_info import provenance_of
 from samunet.preprocessing.preprocess_case import labels_like_case
 from samunet.preprocessing.restore_geometry import original_geometry
 from samunet.prompts.mapping import class_prompts
 from samunet.prompts.prompt_file import PROVENANCES, PromptFile
-
-PROVENANCE_KEY = "prompt_provenance"  # in summaries
 
 
 class FilePrompts:
@@ -54,8 +53,13 @@ class FilePrompts:
 class MaskFolderPrompts:
     def __init__(self, folder, file_ending, provenance=None):
         self.folder, self.file_ending = Path(folder), file_ending
-        written_by_samunet = (self.folder / INFO_FILE).is_file()
-        self.provenance = provenance or ("model" if written_by_samunet else "user")
+        recorded = provenance_of(self.folder)  # None: samunet_predict did not write the folder
+        inherited = {None: "user", "none": "model"}.get(recorded, recorded)
+        # masks that came from reference-derived prompts stay reference-derived, whatever is claimed
+        if recorded == "ground_truth" and provenance not in (None, "ground_truth"):
+            raise SamunetError(f"{self.folder}: predicted from ground-truth prompts (its prediction_info.json); "
+                               f"its masks cannot have provenance '{provenance}'")
+        self.provenance = provenance or inherited
         if self.provenance not in PROVENANCES:
             raise SamunetError(f"prompt provenance '{self.provenance}': one of {', '.join(PROVENANCES)}")
         self.record = {"source": str(self.folder.resolve()), "provenance": self.provenance}

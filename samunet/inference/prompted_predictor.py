@@ -25,7 +25,8 @@ class PromptedPredictor(SlicePredictor):
         if None in kinds or len(kinds) != 1:
             raise SamunetError("prompted prediction needs models trained with the same --prompts kind "
                                f"(found {', '.join(sorted(str(k) for k in kinds))})")
-        self.rule = PromptRule(kinds.pop())  # prompts derived from masks: exact, of the kind trained
+        # prompts derived from masks: of the kind trained, boxes grown by half the training jitter
+        self.rule = PromptRule(**self.models[0].metadata[PROMPTS_KEY])
         self._volume, self._embeddings = None, {}
 
     @torch.no_grad()
@@ -69,8 +70,8 @@ class PromptedPredictor(SlicePredictor):
         return out
 
     def prompts_from_mask(self, seg):
-        """(S, H, W) label map in preprocessed space -> the prompts of the kind the model was trained with,
-        exact (no jitter): per slice and class present."""
+        """(S, H, W) label map in preprocessed space -> per slice and class present, the prompts of the kind
+        the model was trained with, boxes grown by half its training jitter (prompts/derivation.py)."""
         present = [s for s in range(seg.shape[0]) if seg[s].any()]
         if not present:
             return []

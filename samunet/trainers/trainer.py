@@ -245,8 +245,8 @@ class SamTrainer(EpochLoop):
         return {c: (2 * tp[c] / denom[c]) if denom[c] > 0 else float("nan") for c in range(1, k)}
 
     def _validation_prediction(self, inputs, targets):
-        """(B, S, S) predicted labels; a prompted model is prompted with exact boxes / points from the labels
-        (what its final validation does too)."""
+        """(B, S, S) predicted labels; a prompted model is prompted with the labels' boxes / points as a mask
+        gives them at prediction (prompts/derivation.py, no rng), as its final validation is too."""
         if self.prompt_rule is None:
             with self.autocast():
                 return self._trained_module()(inputs).argmax(1)
@@ -311,8 +311,8 @@ class SamTrainer(EpochLoop):
 
     def write_validation_summary(self):
         """Predict the fold's validation cases in 3D as samunet_predict would (mirroring along the axes
-        training mirrored; a prompted model prompted with exact prompts from the reference labels, as
-        `--prompts <labels folder>` would), write them with their probabilities to validation/, and
+        training mirrored; a prompted model prompted from the reference labels, as `--prompts <labels
+        folder>` would), write them with their probabilities to validation/, and
         evaluate them against the reference labels in mm -> validation/summary.json."""
         # Imported here: the inference stage itself builds on trainers.input_mapping and trainers.amp.
         from samunet.evaluation.evaluate_cli import evaluate_folders
