@@ -12,6 +12,7 @@ import torch
 
 from samunet.errors import SamunetError, cli_entry
 from samunet.file_io import atomic_write, write_json
+from samunet.models.build import PROMPTS_KEY
 from samunet.models.checkpoint import load_model
 from samunet.models.lora import merge_lora
 from samunet.models.strategies import get_strategy
@@ -33,7 +34,7 @@ def export_state(model):
                 break
     num_tokens = renamed["mask_decoder.mask_tokens.weight"].shape[0]
     loads_into = f"segment_anything Sam with MaskDecoder(num_multimask_outputs={num_tokens - 1})"
-    if model.metadata.get("prompts"):  # models/heads/sam_decoder.py: SAM's 4 tokens, then the classes
+    if model.metadata.get(PROMPTS_KEY):  # models/heads/sam_decoder.py: SAM's 4 tokens, then the classes
         loads_into += "; mask tokens 0-3 are SAM's (prompted: token 0's mask), 4 on the classes (prompt-free)"
     return renamed, loads_into
 
