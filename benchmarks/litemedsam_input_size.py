@@ -1,5 +1,5 @@
 """LiteMedSAM at smaller input sizes than its native 256 x 256 on MSD hippocampus (the planner's
-input-size rule, planners/backbone_specs.input_size_for, rests on this measurement).
+input-size rule, planners/backbone_sizing.input_size_for, rests on this measurement).
 
 For each input size: encode the slices of 5 training and 8 test cases with the frozen encoder (inference
 precision, as the embedding cache does), train the `decoder` strategy's head for the same 200 iterations

@@ -8,7 +8,8 @@ import pytest
 
 COMMANDS = [
     "samunet_plan_and_preprocess", "samunet_extract_fingerprint", "samunet_plan_experiment", "samunet_preprocess",
-    "samunet_convert_msd", "samunet_convert_2d", "samunet_generate_synthetic", "samunet_strategies",
+    "samunet_convert_msd", "samunet_convert_2d", "samunet_convert_sam_med2d", "samunet_convert_csv", "samunet_convert_npz",
+    "samunet_generate_synthetic", "samunet_strategies",
     "samunet_export", "samunet_train", "samunet_predict", "samunet_predict_from_modelfolder", "samunet_evaluate",
     "samunet_make_prompts", "samunet_pretrain", "samunet_synthesize",
     "samunet_find_best_configuration", "samunet_determine_postprocessing", "samunet_apply_postprocessing", "samunet_demo",

@@ -170,7 +170,7 @@ def test_vit_input_size_resizing(tmp_path):
     with torch.no_grad():
         out = enc(torch.rand(1, 3, 512, 512))
     assert out.shape == (1, 32, 32, 32) and torch.isfinite(out).all()
-    with pytest.raises(SamunetError, match="this is a tiny checkpoint, not vit_b"):
+    with pytest.raises(SamunetError, match=r"this is a tiny ViT file, not what backbone vit_b takes \(a ViT-B file\)"):
         build_backbone("vit_b", checkpoint=path)
     with pytest.raises(SamunetError, match="not a multiple of the patch size"):
         build_backbone("tiny", input_size=500, checkpoint=path)
@@ -275,7 +275,7 @@ def test_mobile_sam_checkpoint_loads_strictly_and_rejects_vit_files(tmp_path):
         assert torch.equal(a, b), name
     vit_path = tmp_path / "vit.pth"
     _sam_checkpoint(build_backbone("tiny"), vit_path)
-    with pytest.raises(SamunetError, match="this is a tiny checkpoint, not mobile_sam"):
+    with pytest.raises(SamunetError, match=r"this is a tiny ViT file, not what backbone mobile_sam takes \(a TinyViT"):
         build_backbone("mobile_sam", checkpoint=vit_path)
 
 

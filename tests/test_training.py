@@ -7,6 +7,8 @@ import torch
 
 from samunet.errors import SamunetError
 from samunet.file_io import read_json, write_json
+from samunet.inference.predictor import SlicePredictor
+from samunet.models.backbone_registry import NORMALIZATIONS
 from samunet.models.strategies import STRATEGIES
 from samunet.trainers.distributed import DistInfo
 from samunet.trainers.loss import ce_dice_loss
@@ -179,6 +181,31 @@ def test_cache_is_invalidated_when_the_plan_changes(dataset, env):
     other_strategy = CachedEmbeddingTrainer(TrainConfig(strategy="decoder", backbone="tiny", fold="1"), dataset,
                                             env.results / "c", torch.device("cpu"), DistInfo(), show_progress=False)
     assert other_strategy.cache.folder == second.cache.folder  # shared by strategies and folds
+
+
+def test_an_edited_plan_normalisation_reaches_training_cache_and_prediction(dataset, env):
+    """The plan's backbone entry says how encoder inputs are normalised; the trained model records what it
+    was fed, and the embedding cache and prediction read that record: after an edit all three agree."""
+    config = TrainConfig(strategy="decoder", backbone="tiny", fold="0", epochs=1, iters_per_epoch=1, batch_size=4)
+    before = CachedEmbeddingTrainer(config, dataset, env.results / "a", torch.device("cpu"), DistInfo(), show_progress=False)
+    assert before.model.metadata["input_range"] == [0.0, 1.0]  # tiny's own: unit
+    sam = NORMALIZATIONS["sam"]
+    plan = read_json(dataset / "samunet_plans.json")
+    plan["backbones"]["tiny"].update(sam.fields())
+    write_json(plan, dataset / "samunet_plans.json")
+    trainer = train(train_args("decoder", "--epochs", "1", "--iters-per-epoch", "1"), show_progress=False)
+    assert (trainer.mapper.range_lo, trainer.mapper.range_width) == (0.0, 255.0)
+    assert {k: trainer.model.metadata[k] for k in sam.fields()} == sam.fields()
+    assert trainer.cache.key["input_normalization"] == list(sam.fields().values())
+    assert trainer.cache.folder != before.cache.folder  # embeddings of other inputs are other embeddings
+    predictor = SlicePredictor.from_model_folder(fold_folder(env, "decoder").parent, ["0"])
+    assert (predictor.mapper.range_lo, predictor.mapper.range_width) == (0.0, 255.0)
+    assert torch.equal(predictor.models[0].pixel_mean.flatten(), torch.tensor(sam.pixel_mean))
+    # --input-normalization overrides the plan for one run, and that run's record says so
+    override = train(train_args("linear_head", "--epochs", "1", "--iters-per-epoch", "1", "--input-normalization",
+                                "unit"), show_progress=False)
+    assert override.model.metadata["input_range"] == [0.0, 1.0] and override.mapper.range_width == 1.0
+    assert SlicePredictor.from_model_folder(fold_folder(env, "linear_head").parent, ["0"]).mapper.range_width == 1.0
 
 
 def test_few_shot_and_fold_all(dataset, env):

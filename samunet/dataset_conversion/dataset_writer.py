@@ -50,3 +50,20 @@ def write_dataset_json(folder, channel_names, labels, num_training, file_ending,
         },
         Path(folder) / "dataset.json",
     )
+
+
+def class_labels(class_names, max_label, source):
+    """dataset.json `labels`: background 0, then the given names (default class_1, ...) for 1..max_label."""
+    names = class_names or [f"class_{k}" for k in range(1, max_label + 1)]
+    if len(names) < max_label:
+        raise SamunetError(f"{source}: label values go up to {max_label} but only {len(names)} class name(s) given")
+    return {"background": 0, **{n: k for k, n in enumerate(names, start=1)}}
+
+
+def add_dataset_arguments(parser, name_required=True, class_names=True):
+    """-d ID, -n NAME (and --class-names) as every converter takes them."""
+    parser.add_argument("-d", type=int, required=True, help="dataset id")
+    parser.add_argument("-n", required=name_required, default=None,
+                        help="dataset name" if name_required else "dataset name (default: the folder's name)")
+    if class_names:
+        parser.add_argument("--class-names", nargs="+", help="names of label values 1, 2, ... (default class_1, ...)")

@@ -7,13 +7,13 @@ import torch
 from samunet import __version__
 from samunet.errors import SamunetError
 from samunet.models.adapters import add_decoder_adapters, add_encoder_adapters
+from samunet.models.backbone_registry import BACKBONES, normalization_from_fields
 from samunet.models.backbones import build_backbone
 from samunet.models.heads import HEADS
 from samunet.models.lora import add_lora
 from samunet.models.pretrained_encoder import METADATA_KEY as PRETRAINED_KEY, apply_pretrained_encoder
 from samunet.models.segmenter import SamSegmenter
 from samunet.models.strategies import get_strategy
-from samunet.planners.backbone_specs import BACKBONES
 
 PROMPTS_KEY = "prompts"  # in model metadata: how a prompted model was trained (kind, jitter, negatives)
 ENCODER_LORA_TARGETS = {"qkv"}
@@ -55,22 +55,27 @@ def trainable_parameter_names(model, strategy):
 
 
 def build_model(backbone, strategy, num_classes, input_size=None, checkpoint=None, class_names=None,
-                peft=PeftConfig(), weights=True, seed=0, pretrained_encoder=None, pretrained_sha256=None, prompts=None):
+                peft=PeftConfig(), weights=True, seed=0, pretrained_encoder=None, pretrained_sha256=None, prompts=None,
+                normalization=None):
     """A SamSegmenter on `backbone` (weights from `checkpoint` or the registry's default) tuned as
     `strategy` declares, with K = num_classes foreground classes. weights=False: architecture only.
     `pretrained_encoder`: a samunet_pretrain output folder whose encoder replaces the backbone's (its file
     must hash to `pretrained_sha256` when given). `prompts`: the prompt rule of a prompted model
     (prompts/derivation.py PromptRule as a dict), recorded in its metadata. New parameters (heads, LoRA,
-    adapters) are initialised from `seed`, whatever the global RNG state."""
+    adapters) are initialised from `seed`, whatever the global RNG state. `normalization`: the encoder
+    input's {input_range, pixel_mean, pixel_std} (the plan's, or --input-normalization's); default the
+    backbone's own (models/backbone_registry.py)."""
     strategy = get_strategy(strategy)
     head_class = HEADS[strategy.head]
     if prompts and not head_class.uses_prompts:
         raise SamunetError(f"strategy {strategy.name}: its {strategy.head} head takes no prompts; prompted training "
                            f"needs a strategy with the sam_decoder head")
     parts = build_backbone(backbone, input_size, checkpoint, weights=weights)
+    normalization = (normalization_from_fields(normalization) if normalization
+                     else BACKBONES[backbone].default_normalization)
     pretrained = None
     if pretrained_encoder is not None:
-        pretrained = apply_pretrained_encoder(parts, pretrained_encoder, pretrained_sha256)
+        pretrained = apply_pretrained_encoder(parts, pretrained_encoder, pretrained_sha256, normalization.fields())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         head = head_class(parts, num_classes, prompted=True) if prompts else head_class(parts, num_classes)
@@ -83,7 +88,6 @@ def build_model(backbone, strategy, num_classes, input_size=None, checkpoint=Non
                      peft.lora_dropout)
         elif strategy.decoder == "adapter":
             add_decoder_adapters(head.decoder.transformer, peft.adapter_ratio)
-    spec = BACKBONES[backbone]
     metadata = {
         "samunet_version": __version__,
         "backbone": backbone,
@@ -93,15 +97,13 @@ def build_model(backbone, strategy, num_classes, input_size=None, checkpoint=Non
         "input_size": parts.input_size,
         "base_weights": parts.base_weights,
         "peft": asdict(peft),
-        "input_range": list(spec.input_range),
-        "pixel_mean": list(spec.pixel_mean),
-        "pixel_std": list(spec.pixel_std),
+        **normalization.fields(),
     }
     if pretrained:
         metadata[PRETRAINED_KEY] = pretrained
     if prompts:
         metadata[PROMPTS_KEY] = dict(prompts)
-    model = SamSegmenter(parts.image_encoder, head, parts.input_size, spec.pixel_mean, spec.pixel_std,
+    model = SamSegmenter(parts.image_encoder, head, parts.input_size, normalization.pixel_mean, normalization.pixel_std,
                          strategy.encoder_frozen, metadata)
     trainable = trainable_parameter_names(model, strategy)
     for name, param in model.named_parameters():

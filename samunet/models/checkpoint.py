@@ -44,7 +44,7 @@ def read_checkpoint(path):
 def load_trainable(model, payload, source):
     """Load saved deltas into `model` strictly: same backbone, strategy, tensor names and shapes."""
     saved = payload["metadata"]
-    for key in ("backbone", "strategy", "num_classes", "input_size"):
+    for key in ("backbone", "strategy", "num_classes", "input_size", "input_range", "pixel_mean", "pixel_std"):
         if saved[key] != model.metadata[key]:
             raise SamunetError(
                 f"{source}: made for {key} {saved[key]!r}, not {model.metadata[key]!r} "
@@ -78,7 +78,8 @@ def load_model(path, checkpoint=None, device="cpu"):
     model = build_model(meta["backbone"], meta["strategy"], meta["num_classes"], input_size=meta["input_size"],
                         checkpoint=checkpoint, class_names=meta["class_names"], peft=PeftConfig(**meta["peft"]),
                         pretrained_encoder=folder_for_checkpoint(path, pretrained) if pretrained else None,
-                        pretrained_sha256=pretrained["sha256"] if pretrained else None, prompts=meta.get(PROMPTS_KEY))
+                        pretrained_sha256=pretrained["sha256"] if pretrained else None, prompts=meta.get(PROMPTS_KEY),
+                        normalization=meta)
     if model.metadata["base_weights"] != meta["base_weights"]:
         raise SamunetError(
             f"{path}: trained on base weights {meta['base_weights'][:16]}..., but the {meta['backbone']} weights "

@@ -45,10 +45,11 @@ def read_description(folder):
     return description
 
 
-def apply_pretrained_encoder(parts, folder, expected_sha256=None):
+def apply_pretrained_encoder(parts, folder, expected_sha256=None, normalization=None):
     """Replace `parts.image_encoder`'s weights by the pretrained encoder in `folder` (strictly), after
     checking that it was pretrained from these very base weights at this input size and that its file is
-    unchanged (against encoder.json and, when rebuilding a trained model, against `expected_sha256`).
+    unchanged (against encoder.json and, when rebuilding a trained model, against `expected_sha256`), and,
+    where encoder.json records it, that it saw inputs normalised as `normalization` (its fields) will be.
     Returns the record for the model's metadata."""
     folder = Path(folder)
     description = read_description(folder)
@@ -64,6 +65,10 @@ def apply_pretrained_encoder(parts, folder, expected_sha256=None):
         if description[key] != have:
             raise SamunetError(f"{folder / DESCRIPTION_FILE}: pretrained for {key} {description[key]!r}, "
                                f"this model has {have!r}")
+    recorded = description.get("input_normalization")
+    if recorded is not None and normalization is not None and recorded != normalization:
+        raise SamunetError(f"{folder / DESCRIPTION_FILE}: pretrained on inputs normalised as {recorded}, this model "
+                           f"is fed {normalization}")
     if description["tune"] == "adapter":
         add_encoder_adapters(parts.image_encoder, description["adapter_ratio"])
     state = load_torch(path, "a pretrained encoder")

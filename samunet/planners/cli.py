@@ -8,7 +8,7 @@ from samunet.errors import SamunetError, cli_entry
 from samunet.file_io import copy_file, folder_lock, read_json, write_json
 from samunet.paths import find_raw_dataset, preprocessed_root
 from samunet.parallel import add_num_processes_argument
-from samunet.planners.backbone_specs import DEFAULT_GPU_MEMORY_GB
+from samunet.planners.backbone_sizing import DEFAULT_GPU_MEMORY_GB
 from samunet.planners.experiment_planner import PLANS_FILE, plan_experiment
 from samunet.planners.fingerprint import FINGERPRINT_FILE, extract_fingerprint
 from samunet.planners.plan_file import read_splits

@@ -1,5 +1,5 @@
 """The plan (samunet_plans.json): normalisation, slicing axis, target in-plane spacing, intensity mapping
-into each backbone's input, per-backbone input size (from the median slice, backbone_specs.input_size_for)
+into each backbone's input, per-backbone input size (from the median slice, backbone_sizing.input_size_for)
 and batch size, and the default backbone.
 
 All spatial lists are in numpy axis order (z, y, x) of the original arrays unless the key says `transposed`.
@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from samunet import __version__
-from samunet.planners.backbone_specs import BACKBONES, batch_size_for, input_size_for
+from samunet.models.backbone_registry import BACKBONES
+from samunet.planners.backbone_sizing import batch_size_for, input_size_for
 
 PLANS_FILE = "samunet_plans.json"
 DATA_IDENTIFIER = "samunet_2d"
@@ -62,7 +63,7 @@ def _normalization_scheme(name, stats, use_nonzero_mask, zscore_window):
 
 def default_backbone(checkpoints_dir):
     """vit_b when its official checkpoint is in SAMUNET_CHECKPOINTS, otherwise the bundled LiteMedSAM."""
-    vit_b_file = BACKBONES["vit_b"].checkpoint_file
+    vit_b_file = BACKBONES["vit_b"].weights_file
     if checkpoints_dir and (Path(checkpoints_dir) / vit_b_file).is_file():
         return "vit_b", f"found {Path(checkpoints_dir) / vit_b_file}"
     where = f"{CHECKPOINTS_VAR}={checkpoints_dir}" if checkpoints_dir else f"{CHECKPOINTS_VAR} is not set"
@@ -101,13 +102,10 @@ def plan_experiment(fingerprint, gpu_memory_gb, checkpoints_dir=None):
         batch = batch_size_for(spec, size, gpu_memory_gb)
         backbones[name] = {
             "input_size": size,
-            "input_range": list(spec.input_range),
-            "pixel_mean": list(spec.pixel_mean),
-            "pixel_std": list(spec.pixel_std),
+            **spec.default_normalization.fields(),
             "batch_size": batch,
             "gpu_memory_gb": gpu_memory_gb,
             "estimated_memory_gb": round(spec.model_memory_gb + batch * spec.sample_memory_at(size), 2),
-            "checkpoint_file": spec.checkpoint_file,
         }
     backbone, reason = default_backbone(checkpoints_dir)
     return {

@@ -29,7 +29,8 @@ def _window(v):
 
 def _backbone(v):
     return (isinstance(v, dict) and _integer(v.get("input_size")) and v["input_size"] > 0
-            and _numbers(2)(v.get("input_range")) and _integer(v.get("batch_size")) and v["batch_size"] >= 1)
+            and _window(v.get("input_range")) and _numbers(3)(v.get("pixel_mean"))
+            and _numbers(3, positive=True)(v.get("pixel_std")) and _integer(v.get("batch_size")) and v["batch_size"] >= 1)
 
 
 # key path -> (check, what the value must be)
@@ -49,7 +50,8 @@ PLAN_CHECKS = {
     "intensity_mapping.window_per_channel": (lambda v: isinstance(v, list) and v and all(_window(w) for w in v),
                                              "a list of [lo, hi] with lo < hi, one per channel"),
     "backbones": (lambda v: isinstance(v, dict) and v and all(_backbone(b) for b in v.values()),
-                  "an object of backbones, each with integer input_size and batch_size and a 2-number input_range"),
+                  "an object of backbones, each with integer input_size and batch_size, input_range [lo, hi], "
+                  "3-number pixel_mean and positive pixel_std"),
     "default_backbone": (lambda v: isinstance(v, str), "a backbone name"),
 }
 

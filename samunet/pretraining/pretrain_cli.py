@@ -16,7 +16,7 @@ from samunet.errors import SamunetError, cli_entry
 from samunet.file_io import folder_lock
 from samunet.models.pretrained_encoder import DESCRIPTION_FILE
 from samunet.paths import find_preprocessed_dataset, find_raw_dataset, pretrained_encoder_folder, results_root
-from samunet.planners.backbone_specs import BACKBONES
+from samunet.models.backbone_registry import BACKBONES
 from samunet.planners.experiment_planner import PLANS_FILE
 from samunet.planners.plan_file import read_plan
 from samunet.pretraining.pretrainer import TUNE_MODES, PretrainConfig, Pretrainer

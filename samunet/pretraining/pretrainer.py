@@ -25,7 +25,7 @@ from samunet.models.build import ENCODER_LORA_TARGETS
 from samunet.models.lora import add_lora, merge_lora
 from samunet.models.pretrained_encoder import save_pretrained_encoder
 from samunet.models.torch_files import load_torch, save_torch
-from samunet.planners.backbone_specs import BACKBONES
+from samunet.models.backbone_registry import BACKBONES, normalization_from_fields
 from samunet.pretraining.masking import random_patch_masks
 from samunet.pretraining.objectives import build_objective
 from samunet.pretraining.pictures import write_reconstructions
@@ -96,11 +96,12 @@ class Pretrainer(EpochLoop):
         self.mask_ratio = config.mask_ratio or self.objective.default_mask_ratio
         self._select_trainable()
         self.objective.to(device)
-        spec = BACKBONES[config.backbone]
-        self.mapper = InputMapper(plan["intensity_mapping"]["window_per_channel"], backbone_plan["input_range"],
+        # fed as fine-tuning feeds it: the plan's normalisation for this backbone (recorded in encoder.json)
+        self.normalization = normalization_from_fields(backbone_plan)
+        self.mapper = InputMapper(plan["intensity_mapping"]["window_per_channel"], self.normalization.input_range,
                                   self.parts.input_size, device)
-        self.pixel_mean = torch.tensor(spec.pixel_mean, device=device).view(1, 3, 1, 1)
-        self.pixel_std = torch.tensor(spec.pixel_std, device=device).view(1, 3, 1, 1)
+        self.pixel_mean = torch.tensor(self.normalization.pixel_mean, device=device).view(1, 3, 1, 1)
+        self.pixel_std = torch.tensor(self.normalization.pixel_std, device=device).view(1, 3, 1, 1)
         self.slices = SliceDataset(images.data_folder, augment=False)
         self.sampler = SliceSampler(images.data_folder, images.case_ids, seed=config.seed, oversample=0)
         self.monitor_specs = self._monitor_specs(config.monitor_slices)
@@ -189,6 +190,7 @@ class Pretrainer(EpochLoop):
             "backbone": self.cfg.backbone,
             "base_weights": self.parts.base_weights,
             "input_size": self.parts.input_size,
+            "input_normalization": self.normalization.fields(),
             "objective": BACKBONES[self.cfg.backbone].pretraining_objective,
             "mask_ratio": self.mask_ratio,
             "tune": self.cfg.tune,
@@ -213,7 +215,7 @@ class Pretrainer(EpochLoop):
         masks = random_patch_masks(len(specs), self.objective.grid, self.mask_ratio, torch.Generator().manual_seed(0))
         self.objective.eval()
         reconstructed = self.objective.reconstruct(images, masks.to(self.device))
-        lo, hi = BACKBONES[self.cfg.backbone].input_range
+        lo, hi = self.normalization.input_range
 
         def shown(x):  # first channel, back in [0, 1]
             return ((x * self.pixel_std + self.pixel_mean)[:, 0].float().cpu().numpy() - lo) / (hi - lo)

@@ -34,6 +34,7 @@ def cache_folder(preprocessed_folder, plan, metadata, amp):
         "backbone": metadata["backbone"],
         "base_weights": metadata["base_weights"],
         "input_size": metadata["input_size"],
+        "input_normalization": [metadata["input_range"], metadata["pixel_mean"], metadata["pixel_std"]],
         "preprocessing": preprocessing_fields(plan),
         "windows": plan["intensity_mapping"]["window_per_channel"],
     }

@@ -13,6 +13,7 @@ from samunet.errors import SamunetError, cli_entry
 from samunet.file_io import folder_lock
 from samunet.planners.experiment_planner import PLANS_FILE
 from samunet.planners.plan_file import read_plan
+from samunet.models.backbone_registry import NORMALIZATIONS
 from samunet.models.heads import HEADS
 from samunet.models.strategies import STRATEGIES
 from samunet.models.pretrained_encoder import read_description
@@ -32,7 +33,12 @@ def build_parser():
     p.add_argument("strategy", choices=list(STRATEGIES))
     p.add_argument("fold", nargs="?", default="0", help="fold 0-4 or 'all' (default 0)")
     p.add_argument("-b", "--backbone", default=None, help="backbone (default: the plan's default_backbone)")
-    p.add_argument("--checkpoint", default=None, help="base SAM weights file for vit_* / mobile_sam")
+    p.add_argument("--checkpoint", default=None, help="base weights file (vit_*, medsam, sam_med2d, mobile_sam; "
+                   "samunet_strategies -b BACKBONE --checkpoint FILE checks one)")
+    p.add_argument("--input-normalization", choices=list(NORMALIZATIONS), default=None,
+                   help="what the encoder's weights were trained on, for a --checkpoint the backbone's default does "
+                        "not fit: sam (0..255, SAM's pixel mean/std) or unit ([0, 1]: MedSAM, MedicoSAM). "
+                        "Default: the plan's entry for the backbone")
     p.add_argument("--pretrained", default=None, metavar="NAME",
                    help="start from the encoder samunet_pretrain made under this name (results go to "
                         "<strategy>__<backbone>@NAME)")
@@ -95,6 +101,7 @@ def train(args, show_progress=True):
         seed=args.seed, lora_rank=args.lora_rank, time_budget_minutes=args.time_budget,
         synthesis=args.synthesis, synthetic_fraction=args.synthetic_fraction, prompts=args.prompts,
         box_jitter=args.box_jitter, negative_point_probability=args.negative_point_probability,
+        input_normalization=args.input_normalization,
     )
     if args.prompts and not HEADS[STRATEGIES[args.strategy].head].uses_prompts:
         raise SamunetError(f"--prompts: strategy {args.strategy} has the {STRATEGIES[args.strategy].head} head, which "

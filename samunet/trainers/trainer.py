@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from samunet.errors import SamunetError
 from samunet.file_io import copy_file, folder_lock, read_json, write_json
+from samunet.models.backbone_registry import NORMALIZATIONS
 from samunet.models.build import PeftConfig, build_model
 from samunet.models.checkpoint import load_trainable, read_checkpoint, save_checkpoint
 from samunet.models.inference_precision import for_inference
@@ -76,6 +77,7 @@ class TrainConfig:
     lora_alpha: float = 4.0
     lora_dropout: float = 0.0
     adapter_ratio: float = 0.25
+    input_normalization: str = None  # a name in NORMALIZATIONS; None: the plan's backbone entry
 
     def prompt_rule(self):
         if not self.prompts:
@@ -136,15 +138,17 @@ class SamTrainer(EpochLoop):
         self.model = build_model(config.backbone, config.strategy, len(class_names),
                                  input_size=backbone_plan["input_size"], checkpoint=base_checkpoint,
                                  class_names=class_names, peft=peft, pretrained_encoder=pretrained_encoder,
-                                 prompts=asdict(self.prompt_rule) if self.prompt_rule else None).to(device)
+                                 prompts=asdict(self.prompt_rule) if self.prompt_rule else None,
+                                 normalization=self.input_normalization(backbone_plan)).to(device)
         self.model.metadata[MIRRORING_RECORD] = self.mirroring_axes()  # prediction mirrors along these only
         if self.synthetic is not None:
             self.model.metadata["synthesis"] = {
                 "method": config.synthesis, "num_exemplars": len(self.train_cases),
                 "synthetic_cases": len(self.synthetic.case_ids), "synthetic_fraction": config.synthetic_fraction,
                 "set": self.synthetic.folder.name}
+        # the model's metadata, not the plan, from here on: cache keys and prediction read it too
         self.mapper = InputMapper(self.plan["intensity_mapping"]["window_per_channel"],
-                                  backbone_plan["input_range"], self.model.input_size, device)
+                                  self.model.metadata["input_range"], self.model.input_size, device)
         self.sampler = SliceSampler(self.data_folder, self.train_cases, seed=config.seed, synthetic=self.synthetic,
                                     synthetic_fraction=config.synthetic_fraction)
         # a batch without foreground has no prompts: DDP must then not wait for the prompt token's gradient
@@ -153,6 +157,11 @@ class SamTrainer(EpochLoop):
         self.val_specs = validation_slices(self.data_folder, self.val_cases, config.val_slices)
         self.log = {"train_loss": [], "pseudo_dice": [], "ema_dice": [], "lr": [], "epoch_seconds": []}
         self.best_ema = -1.0
+
+    def input_normalization(self, backbone_plan):
+        if self.cfg.input_normalization:
+            return NORMALIZATIONS[self.cfg.input_normalization].fields()
+        return {key: backbone_plan[key] for key in ("input_range", "pixel_mean", "pixel_std")}
 
     def _synthetic_set(self):
         if not self.cfg.synthesis:

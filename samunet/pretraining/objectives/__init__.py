@@ -11,7 +11,7 @@ Each objective is an nn.Module holding the encoder: `forward(images, masks) -> l
 masks) -> images` (for pictures), `grid` (mask cells per side), `default_mask_ratio` and
 `unused_encoder_parts` (encoder parameter prefixes the loss never reaches).
 """
-from samunet.planners.backbone_specs import BACKBONES
+from samunet.models.backbone_registry import BACKBONES
 from samunet.pretraining.objectives.mae import MaskedAutoencoder
 from samunet.pretraining.objectives.simmim import SimMIM
 
