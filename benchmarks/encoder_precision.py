@@ -29,7 +29,7 @@ from samunet.models.inference_precision import (
     fold_batch_norms,
 )
 from samunet.preprocessing.storage import load_case
-from samunet.trainers.input_mapping import InputMapper
+from samunet.models.input_mapping import InputMapper
 
 
 def slices(pre, plan, cases, size):

@@ -27,7 +27,7 @@ from samunet.malloc_tuning import tune_malloc
 from samunet.models.build import build_model
 from samunet.models.inference_precision import for_inference
 from samunet.preprocessing.storage import load_case
-from samunet.trainers.input_mapping import InputMapper
+from samunet.models.input_mapping import InputMapper
 from samunet.trainers.loss import ce_dice_loss
 from samunet.trainers.lr_schedule import warmup_poly
 
@@ -57,7 +57,7 @@ def run(size, pre, train_cases, test_cases, iters, seed):
     foreground = [(i, s) for i, s in slices if train[i][1][s].any()]
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=5e-4, weight_decay=0.01)
-    scheduler = warmup_poly(optimizer, iters, 10)
+    scheduler, _ = warmup_poly(optimizer, iters, 10)
     rng = np.random.default_rng(seed)
     model.train()
     start = time.perf_counter()

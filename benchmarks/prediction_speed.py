@@ -40,7 +40,7 @@ def samunet_checkpoint(work):
     from samunet.file_io import read_json
     from samunet.models.build import build_model
     from samunet.models.checkpoint import save_checkpoint
-    from samunet.trainers.augmentation import MIRROR_AXES, MIRRORING_RECORD
+    from samunet.models.mirroring_record import MIRROR_AXES, MIRRORING_RECORD
     from samunet.trainers.trainer import copy_run_description
 
     pre = work / "sam_pre" / "Dataset501_Hippocampus"

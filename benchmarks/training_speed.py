@@ -57,13 +57,12 @@ def prepare(work):
 
 def make_trainer(pre, work, strategy, backbone, batch, iters, use_cache, amp, workers):
     from samunet.trainers.distributed import DistInfo
-    from samunet.trainers.trainer import TrainConfig, trainer_class
+    from samunet.trainers.trainer import SamTrainer, TrainConfig
 
     cfg = TrainConfig(strategy=strategy, backbone=backbone, fold="0", epochs=1, iters_per_epoch=iters,
                       batch_size=batch, amp=amp, num_workers=workers, use_cache=use_cache, val_slices=8)
-    cls = trainer_class(strategy, use_cache)
     out = work / "res" / f"{strategy}_{backbone}_{use_cache}_{time.time_ns()}"
-    return cls(cfg, pre, out, torch.device("cpu"), DistInfo(), show_progress=False)
+    return SamTrainer(cfg, pre, out, torch.device("cpu"), DistInfo(), show_progress=False)
 
 
 def interleaved_overhead(trainer, iters):
@@ -75,8 +74,8 @@ def interleaved_overhead(trainer, iters):
     images = low + torch.rand(batch, 3, size, size) * (high - low)
     targets = torch.randint(0, model.num_outputs, (batch, size, size))
     bare_optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
-    batches = trainer._rank_share(trainer.sampler.epoch_batches(0, iters + 1, batch))
-    loader = iter(trainer._epoch_inputs(batches))
+    batches = trainer.rank_share(trainer.sampler.epoch_batches(0, iters + 1, batch))
+    loader = iter(trainer.epoch_inputs(batches))
     model.train()
     step_times, bare_times = [], []
     for _ in range(iters + 1):
@@ -95,10 +94,10 @@ def interleaved_overhead(trainer, iters):
 
 def epoch_seconds_per_iteration(trainer, iters):
     """Median seconds per iteration of the trainer's own loop, after one warm-up iteration."""
-    batches = trainer._rank_share(trainer.sampler.epoch_batches(0, iters + 1, trainer.batch_size))
+    batches = trainer.rank_share(trainer.sampler.epoch_batches(0, iters + 1, trainer.batch_size))
     trainer.model.train()
     times, start = [], time.perf_counter()
-    for inputs, targets in trainer._epoch_inputs(batches):
+    for inputs, targets in trainer.epoch_inputs(batches):
         trainer.train_step(inputs, targets)
         now = time.perf_counter()
         times.append(now - start)

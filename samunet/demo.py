@@ -20,19 +20,18 @@ from samunet.evaluation.overlays import write_overlay
 from samunet.file_io import copy_file, write_json
 from samunet.inference.predict_cli import predict_folder
 from samunet.inference.predictor import SlicePredictor
+from samunet.layout import PLANS_FILE, SPLITS_FILE, configuration_name
 from samunet.models.strategies import STRATEGIES
-from samunet.paths import PREPROCESSED_VAR, RAW_VAR, RESULTS_VAR, configuration_name, parse_dataset_id
+from samunet.paths import PREPROCESSED_VAR, RAW_VAR, RESULTS_VAR, parse_dataset_id
 from samunet.planners.cli import run_fingerprint, run_planning
-from samunet.planners.experiment_planner import PLANS_FILE
-from samunet.planners.plan_file import read_plan
-from samunet.planners.splits import SPLITS_FILE
+from samunet.planners.plan_file import PlanView, read_plan
 from samunet.preprocessing.preprocess_dataset import preprocess_dataset
 from samunet.pretraining.pretrain_cli import build_parser as build_pretrain_parser
 from samunet.pretraining.pretrain_cli import pretrain
 from samunet.raw_dataset import load_raw_dataset
-from samunet.trainers.amp import default_amp
-from samunet.trainers.run_training import build_parser as build_train_parser
-from samunet.trainers.run_training import train
+from samunet.models.amp import default_amp
+from samunet.run_training import build_parser as build_train_parser
+from samunet.run_training import train
 
 MARKER = "samunet_demo.json"
 SYNTHETIC_ID = 990
@@ -144,7 +143,7 @@ def run_demo(args):
 
     print("[4/5] evaluate against the held-out labels (spacing in mm)")
     plan = read_plan(model_folder / PLANS_FILE)
-    class_names = {v: n for n, v in sorted(plan["labels"].items(), key=lambda kv: kv[1]) if v}
+    class_names = PlanView(plan).class_names_by_value
     summary = evaluate_folders(labels, predictions, sorted(class_names), num_processes=1)
     write_json(summary, predictions / "summary.json")
     print_table(summary, class_names)

@@ -73,30 +73,8 @@ def find_preprocessed_dataset(dataset_id):
     return find_dataset(preprocessed_root(), dataset_id)
 
 
-PRETRAINED_FOLDER = "pretrained"  # $SAMUNET_RESULTS/DatasetXXX_Name/pretrained/<name>/: samunet_pretrain's output
-
-
 def plain_name(name, what):
     """A name used as a folder name (never a path): letters, digits, '_' and '-'."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", str(name)):
         raise SamunetError(f"{what} '{name}': use letters, digits, '_' and '-' only")
     return str(name)
-
-
-def pretrained_encoder_folder(dataset_results_folder, name):
-    return Path(dataset_results_folder) / PRETRAINED_FOLDER / plain_name(name, "pretrained encoder name")
-
-
-PROMPTED_SUFFIX = "__prompts-"
-
-
-def configuration_name(strategy, backbone, pretrained=None, prompt_kind=None):
-    """The results folder of a trained configuration: `<strategy>__<backbone>`, `@<name>` when it starts
-    from the pretrained encoder `name` (so that -b litemedsam@name selects it for prediction), and
-    `__prompts-<kind>` when it was trained with prompts (box, point, box-point)."""
-    name = f"{strategy}__{backbone}" + (f"@{pretrained}" if pretrained else "")
-    return name + (f"{PROMPTED_SUFFIX}{prompt_kind.replace('+', '-')}" if prompt_kind else "")
-
-
-def is_prompted_configuration(name):
-    return PROMPTED_SUFFIX in name

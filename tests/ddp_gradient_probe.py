@@ -19,8 +19,8 @@ def main(preprocessed, out):
                          batch_size=4, augment=True)
     trainer = SamTrainer(config, preprocessed, f"{out}.rank{info.rank}", device, info, show_progress=False)
     trainer.model.train()
-    batches = trainer._rank_share(trainer.sampler.epoch_batches(0, 1, 4))
-    inputs, targets = next(iter(trainer._epoch_inputs(batches)))
+    batches = trainer.rank_share(trainer.sampler.epoch_batches(0, 1, 4))
+    inputs, targets = next(iter(trainer.epoch_inputs(batches)))
     ce_dice_loss(trainer.network(inputs), targets).backward()
     if info.is_main:
         torch.save({n: p.grad for n, p in trainer.model.named_parameters() if p.requires_grad}, out)

@@ -11,7 +11,7 @@ from samunet.models.build import build_model
 from samunet.models.sam_med2d_adapter import to_file_keys
 from samunet.models.strategies_cli import main as samunet_strategies
 from samunet.models.weights import sha256_of
-from samunet.trainers.input_mapping import InputMapper
+from samunet.models.input_mapping import InputMapper
 
 SMALL = 256  # the ViT-B files are loaded at 256 (position tables resized) to keep the tests quick
 

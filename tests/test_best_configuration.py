@@ -6,7 +6,7 @@ from samunet.evaluation.find_best_configuration import find_best
 from samunet.evaluation.find_best_configuration import main as find_best_cli
 from samunet.file_io import read_json
 from samunet.inference.predict_cli import main as predict
-from samunet.trainers.run_training import train
+from samunet.run_training import train
 
 from training_helpers import prepare_dataset, train_args
 

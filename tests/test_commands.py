@@ -51,7 +51,11 @@ def test_unknown_dataset_and_end_to_end(clean_env, tmp_path):
     env = dict(clean_env, SAMUNET_RAW=str(tmp_path / "raw"), SAMUNET_PREPROCESSED=str(tmp_path / "pre"))
     result = run(["samunet_plan_and_preprocess", "-d", "990"], env)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "no folder Dataset990_*" in result.stderr or "does not exist" in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"samunet_plan_and_preprocess: error: {tmp_path / 'raw'}: folder does not exist"
+    (tmp_path / "raw").mkdir()
+    result = run(["samunet_plan_and_preprocess", "-d", "990"], env)
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].endswith(
+        f"{tmp_path / 'raw'}: no folder Dataset990_* for dataset 990")
     assert run(["samunet_generate_synthetic", "-d", "990", "-n", "3"], env).returncode == 0
     result = run(["samunet_plan_and_preprocess", "-d", "990", "-np", "2"], env)
     assert result.returncode == 0, result.stderr

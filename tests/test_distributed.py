@@ -32,7 +32,7 @@ def test_ddp_matches_single_process_gradient_and_trains(make_dataset, env, tmp_p
         torch.testing.assert_close(ddp[name], ref[name], rtol=1e-4, atol=1e-6, msg=name)
 
     # prompted: each rank decodes its own prompt groups (and none when its slices hold no foreground)
-    torchrun(["-m", "samunet.trainers.run_training", "990", "lora_both", "0", "-b", "tiny", "--epochs", "1",
+    torchrun(["-m", "samunet.run_training", "990", "lora_both", "0", "-b", "tiny", "--epochs", "1",
               "--iters-per-epoch", "2", "--batch-size", "4", "-np", "0", "--val-slices", "4", "--prompts", "box+point"],
              run_env)
     fold = env.results / "Dataset990_Synthetic" / "lora_both__tiny__prompts-box-point" / "fold_0"
@@ -54,7 +54,7 @@ def test_ddp_pretraining_runs_and_rank_0_alone_writes(make_dataset, env):
 def test_ddp_training_with_synthesis_makes_the_set_once(make_dataset, env):
     prepare_dataset(make_dataset, env, num_cases=6)
     run_env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(PROBE.parent.parent))
-    result = torchrun(["-m", "samunet.trainers.run_training", "990", "decoder", "0", "-b", "tiny", "--epochs", "1",
+    result = torchrun(["-m", "samunet.run_training", "990", "decoder", "0", "-b", "tiny", "--epochs", "1",
                        "--iters-per-epoch", "2", "--batch-size", "4", "-np", "0", "--val-slices", "4",
                        "--num-train-cases", "2", "--synthesis"], run_env)
     dataset = "Dataset990_Synthetic"

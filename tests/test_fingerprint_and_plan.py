@@ -10,7 +10,7 @@ from samunet.planners.backbone_sizing import batch_size_for
 from samunet.planners.cli import run_fingerprint, run_planning
 from samunet.planners.experiment_planner import plan_experiment, target_spacing_3d
 from samunet.planners.splits import make_splits
-from samunet.preprocessing.cropping import bounding_box, nonzero_mask
+from samunet.cropping import bounding_box, nonzero_mask
 from samunet.raw_dataset import load_raw_dataset
 
 

@@ -10,8 +10,8 @@ from samunet.file_io import read_json
 from samunet.inference.predict_cli import main as predict
 from samunet.inference.predictor import SlicePredictor
 from samunet.trainers.distributed import DistInfo
-from samunet.trainers.run_training import train
-from samunet.trainers.trainer import CachedEmbeddingTrainer, TrainConfig
+from samunet.run_training import train
+from samunet.trainers.trainer import SamTrainer, TrainConfig
 
 from training_helpers import prepare_dataset, train_args
 
@@ -36,7 +36,7 @@ def flips_seen(predictor):
     seen = []
     for model in predictor.models:
         model.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
-    predictor._slice_probabilities(slices)
+    predictor.predict_preprocessed(np.stack(slices, axis=1))  # (C, S, H, W): the three slices in one batch
 
     def which(x):
         return next((f for f in ALL_FLIPS if torch.equal(x, images.flip(f) if f else images)), None)
@@ -110,43 +110,44 @@ def test_an_older_checkpoint_without_the_record_is_not_mirrored(dataset, env, tm
 def test_cache_mirroring_trains_on_mirrored_embeddings_with_mirrored_labels(dataset, env):
     config = TrainConfig(strategy="decoder", backbone="tiny", fold="0", epochs=1, iters_per_epoch=4, batch_size=4,
                          cache_mirroring=True, val_slices=4)
-    trainer = CachedEmbeddingTrainer(config, dataset, env.results / "m" / "fold_0", torch.device("cpu"), DistInfo(),
-                                     show_progress=False)
+    trainer = SamTrainer(config, dataset, env.results / "m" / "fold_0", torch.device("cpu"), DistInfo(),
+                         show_progress=False)
+    inputs = trainer.inputs
     assert trainer.model.metadata["mirroring_axes"] == [0, 1]
     trainer.prepare()
     cases = sorted(set(trainer.train_cases + trainer.val_cases))
     for sub in ("mirror_0", "mirror_1", "mirror_01"):
-        assert sorted(p.stem for p in (trainer.cache.folder / sub).glob("*.npy")) == cases
+        assert sorted(p.stem for p in (inputs.cache.folder / sub).glob("*.npy")) == cases
     # each mirrored embedding is the encoder's output for the mirrored slice (not the mirrored embedding)
     spec = trainer.val_specs[0]
-    image = trainer.label_source[spec][0]
+    image = inputs.label_source[spec][0]
     for mirror in ((), (0,), (1,), (0, 1)):
-        stored = np.load(trainer.cache._files(spec.case_id, mirror)[0])[spec.slice_index].astype(np.float32)
+        stored = np.load(inputs.cache.files(spec.case_id, mirror)[0])[spec.slice_index].astype(np.float32)
         flipped = np.ascontiguousarray(np.flip(image, [a + 1 for a in mirror]))  # (C, H, W)
-        encoded = trainer._encode(trainer.mapper.images([flipped]))[0].numpy()
+        encoded = inputs.encode(trainer.mapper.images([flipped]))[0].numpy()
         np.testing.assert_allclose(stored, encoded, atol=1e-2, rtol=1e-2)
         if mirror:
-            unmirrored = np.load(trainer.cache._files(spec.case_id)[0])[spec.slice_index].astype(np.float32)
+            unmirrored = np.load(inputs.cache.files(spec.case_id)[0])[spec.slice_index].astype(np.float32)
             assert np.abs(stored - unmirrored).max() > 0.1
     # a training batch pairs each slice's embedding and label in the same mirroring, all four in use
     batches = trainer.sampler.epoch_batches(0, 4, 4)
     seen = set()
-    for specs, (embeddings, targets) in zip(batches, trainer._epoch_inputs(batches)):
+    for specs, (embeddings, targets) in zip(batches, trainer.epoch_inputs(batches)):
         for i, spec in enumerate(specs):
-            mirror = trainer._mirror(spec)
+            mirror = inputs.mirror_of(spec)
             seen.add(mirror)
-            stored = np.load(trainer.cache._files(spec.case_id, mirror)[0])[spec.slice_index]
+            stored = np.load(inputs.cache.files(spec.case_id, mirror)[0])[spec.slice_index]
             np.testing.assert_array_equal(embeddings[i].numpy(), stored.astype(np.float32))
-            label = np.flip(trainer.label_source[spec][1], mirror)
+            label = np.flip(inputs.label_source[spec][1], mirror)
             assert torch.equal(targets[i], trainer.mapper.labels([np.ascontiguousarray(label)])[0])
     assert seen == {(), (0,), (1,), (0, 1)}
     trainer.run()
     assert read_json(env.results / "m" / "fold_0" / "checkpoint_final.json")["mirroring_axes"] == [0, 1]
     # a run without mirroring shares the cache's unmirrored embeddings and encodes nothing new
-    plain = CachedEmbeddingTrainer(TrainConfig(strategy="linear_head", backbone="tiny", fold="0"), dataset,
-                                   env.results / "p", torch.device("cpu"), DistInfo(), show_progress=False)
-    assert plain.cache.folder == trainer.cache.folder and plain.mirrors == [()]
-    assert plain.cache.fill(cases, plain.model, plain.mapper, plain.autocast, mirrors=plain.mirrors) == 0
+    plain = SamTrainer(TrainConfig(strategy="linear_head", backbone="tiny", fold="0"), dataset,
+                       env.results / "p", torch.device("cpu"), DistInfo(), show_progress=False)
+    assert plain.inputs.cache.folder == inputs.cache.folder and plain.inputs.mirrors == [()]
+    assert plain.inputs.cache.fill(cases, plain.model, plain.mapper, plain.autocast, mirrors=plain.inputs.mirrors) == 0
 
 
 def test_best_configuration_names_the_mirroring_prediction_will_use(dataset, env, capsys):

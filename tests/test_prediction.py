@@ -16,7 +16,7 @@ from samunet.inference.predict_cli import main_from_modelfolder, predict_folder
 from samunet.inference.predictor import SlicePredictor
 from samunet.preprocessing.preprocess_case import preprocess_case
 from samunet.raw_dataset import load_raw_dataset
-from samunet.trainers.run_training import train
+from samunet.run_training import train
 
 from training_helpers import prepare_dataset, train_args
 

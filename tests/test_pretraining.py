@@ -19,8 +19,8 @@ from samunet.pretraining.objectives import build_objective
 from samunet.pretraining.objectives.visible_tokens import encode_visible
 from samunet.pretraining.pretrain_cli import main as samunet_pretrain
 from samunet.pretraining.pretrain_cli import build_parser, pretrain
-from samunet.trainers.run_training import main as samunet_train
-from samunet.trainers.run_training import train
+from samunet.run_training import main as samunet_train
+from samunet.run_training import train
 
 from training_helpers import prepare_dataset, train_args
 

@@ -11,7 +11,7 @@ from samunet.imageio import read_image, write_image
 from samunet.inference.predict_cli import main as predict
 from samunet.inference.predict_cli import main_from_modelfolder
 from samunet.prompts.make_prompts_cli import main as make_prompts
-from samunet.trainers.run_training import train
+from samunet.run_training import train
 
 from training_helpers import one_line_error, prepare_dataset, train_args
 

@@ -10,7 +10,7 @@ from samunet.preprocessing.preprocess_case import labels_like_case, preprocess_c
 from samunet.prompts.derivation import PromptRule, parse_jitter, prompts_from_labels
 from samunet.prompts.mapping import class_prompts
 from samunet.prompts.prompt_file import PromptFile, prompt_file_content
-from samunet.trainers.input_mapping import InputMapper
+from samunet.models.input_mapping import InputMapper
 
 
 def _labels():

@@ -22,11 +22,12 @@ from samunet.evaluation.evaluate_cli import main as evaluate
 from samunet.file_io import is_temporary, read_json, write_json
 from samunet.imageio import Geometry, read_image, write_image
 from samunet.inference.predict_cli import main as predict
+from samunet import run_training
 from samunet.preprocessing.storage import case_files
+from samunet.run_training import main as samunet_train
+from samunet.run_training import train
 from samunet.trainers.distributed import DistInfo
-from samunet.trainers.run_training import main as samunet_train
-from samunet.trainers.run_training import train
-from samunet.trainers.trainer import CachedEmbeddingTrainer, SamTrainer, TrainConfig
+from samunet.trainers.trainer import SamTrainer, TrainConfig
 
 from conftest import files_under
 from training_helpers import one_line_error, prepare_dataset, train_args
@@ -303,7 +304,7 @@ def test_time_budget_holds_with_a_long_cache_fill_and_long_epochs(make_dataset, 
     folder = prepare_dataset(make_dataset, env, num_cases=4, shape=(30, 28, 24))
     clock = [0.0]
     fake_time = SimpleNamespace(perf_counter=lambda: clock[0], strftime=time.strftime)
-    monkeypatch.setattr("samunet.trainers.trainer.time", fake_time)
+    monkeypatch.setattr("samunet.trainers.encoder_inputs.time", fake_time)
     monkeypatch.setattr("samunet.trainers.epoch_loop.time", fake_time)
     monkeypatch.setattr("samunet.trainers.embedding_cache.time", fake_time)
     original = SamSegmenter.encode
@@ -315,26 +316,25 @@ def test_time_budget_holds_with_a_long_cache_fill_and_long_epochs(make_dataset, 
     monkeypatch.setattr(SamSegmenter, "encode", slow_encode)
     config = TrainConfig(strategy="decoder", backbone="tiny", fold="0", epochs=5, iters_per_epoch=1000, batch_size=4,
                          time_budget_minutes=0.25, val_slices=4)
-    trainer = CachedEmbeddingTrainer(config, folder, env.results / "fold_0", torch.device("cpu"), DistInfo(),
-                                     show_progress=False)
+    trainer = SamTrainer(config, folder, env.results / "fold_0", torch.device("cpu"), DistInfo(), show_progress=False)
     trainer.run()
     log = (env.results / "fold_0" / "training_log.txt").read_text()
     assert "encoding 103 slices would take ~0.4 min, more than the 0.2 min left" in log and "training without the cache" in log
-    assert not trainer.cached and trainer.model.metadata["mirroring_axes"] == [0, 1]
+    assert not trainer.inputs.cached and trainer.model.metadata["mirroring_axes"] == [0, 1]
     assert len(trainer.log["train_loss"]) == 1 and "not evaluated: time budget spent" in log  # cut mid-epoch
-    assert 15 <= trainer.fill_seconds + trainer.log["epoch_seconds"][0] <= 15 + 1  # at most one iteration over
+    assert 15 <= trainer.inputs.fill_seconds + trainer.log["epoch_seconds"][0] <= 15 + 1  # at most one iteration over
 
 
 def test_continue_after_a_kill_in_the_final_validation_completes_it(make_dataset, env, monkeypatch, capsys):
     prepare_dataset(make_dataset, env, num_cases=4)
     calls = []
 
-    def killed(self):
+    def killed(*args):
         calls.append(1)
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch, pytest.raises(SystemExit):
-        patch.setattr(SamTrainer, "write_validation_summary", killed)
+        patch.setattr(run_training, "validate_fold", killed)
         samunet_train(["990", "linear_head", "0", "-b", "tiny", "--epochs", "1", "--iters-per-epoch", "1",
                        "--batch-size", "4", "-np", "0", "--amp", "off", "--val-slices", "4"])
     fold = env.results / "Dataset990_Synthetic" / "linear_head__tiny" / "fold_0"

@@ -15,8 +15,8 @@ from samunet.synthesis.quality import sampling_weights
 from samunet.synthesis.synthesize_cli import main as samunet_synthesize
 from samunet.synthesis.synthetic_set import SyntheticSet, read_synthetic_set, synthesize_set
 from samunet.synthesis.volumes import Volume
-from samunet.trainers.run_training import main as samunet_train
-from samunet.trainers.run_training import train
+from samunet.run_training import main as samunet_train
+from samunet.run_training import train
 from samunet.trainers.slice_sampler import SliceSampler
 
 from training_helpers import prepare_dataset, train_args
@@ -263,7 +263,7 @@ def test_training_with_synthesis_runs_end_to_end_and_predicts(make_dataset, env,
     summary = read_json(fold / "validation" / "summary.json")
     evaluated = sorted(c["reference"].rsplit("/", 1)[1] for c in summary["metric_per_case"])
     assert evaluated == sorted(f"{c}.nii.gz" for c in split["val"])
-    cache = trainer.cache.folder
+    cache = trainer.inputs.cache.folder
     assert all((cache / f"{c}.npy").is_file() for c in synthetic)  # the embedding cache covers them
     record = read_json(fold / "checkpoint_final.json")["synthesis"]
     assert record == {"method": "registration", "num_exemplars": 2, "synthetic_cases": len(synthetic),

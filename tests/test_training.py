@@ -1,4 +1,5 @@
 import time
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,15 +13,10 @@ from samunet.models.backbone_registry import NORMALIZATIONS
 from samunet.models.strategies import STRATEGIES
 from samunet.trainers.distributed import DistInfo
 from samunet.trainers.loss import ce_dice_loss
-from samunet.trainers.run_training import main as samunet_train
-from samunet.trainers.run_training import train
-from samunet.trainers.trainer import (
-    CachedEmbeddingTrainer,
-    FrozenEncoderTrainer,
-    SamTrainer,
-    TrainConfig,
-    trainer_class,
-)
+from samunet.run_training import main as samunet_train
+from samunet.run_training import final_validation, train
+from samunet.trainers.encoder_inputs import CachedInputs, EncodedInputs, ImageInputs, encoder_inputs_for
+from samunet.trainers.trainer import SamTrainer, TrainConfig
 
 from training_helpers import prepare_dataset, train_args
 
@@ -31,9 +27,9 @@ def dataset(make_dataset, env):
 
 
 def fixed_batch_loss(trainer, specs):
-    inputs, targets = trainer._plain_inputs(specs)
+    inputs, targets = trainer.plain_inputs(specs)
     with torch.no_grad():
-        return ce_dice_loss(trainer._trained_module()(inputs), targets).item()
+        return ce_dice_loss(trainer.trained_module()(inputs), targets).item()
 
 
 def fold_folder(env, strategy, fold="0"):
@@ -44,10 +40,9 @@ def fold_folder(env, strategy, fold="0"):
 def test_every_strategy_trains_and_writes_checkpoints(dataset, env, strategy):
     config = TrainConfig(strategy=strategy, backbone="tiny", fold="0", epochs=2, iters_per_epoch=8, batch_size=4,
                          lr=2e-3, augment=False, val_slices=8)
-    cls = trainer_class(strategy, use_cache=True)
-    assert (cls is CachedEmbeddingTrainer) == STRATEGIES[strategy].encoder_frozen
     out = fold_folder(env, strategy)
-    trainer = cls(config, dataset, out, torch.device("cpu"), DistInfo(), show_progress=False)
+    trainer = SamTrainer(config, dataset, out, torch.device("cpu"), DistInfo(), show_progress=False)
+    assert isinstance(trainer.inputs, CachedInputs) == STRATEGIES[strategy].encoder_frozen
     specs = trainer.val_specs[:4]
     trainer.prepare()
     before = fixed_batch_loss(trainer, specs)
@@ -57,6 +52,7 @@ def test_every_strategy_trains_and_writes_checkpoints(dataset, env, strategy):
     assert not (out / "checkpoint_latest.pth").exists()
     assert (out / "progress.png").stat().st_size > 0
     assert "epoch 1: train loss" in (out / "training_log.txt").read_text()
+    final_validation(trainer)  # what samunet_train runs after training
     summary = read_json(out / "validation" / "summary.json")
     assert set(summary["mean"]) == {"1", "2"} and summary["class_names"] == {"1": "core", "2": "rim"}
     assert len(summary["metric_per_case"]) == len(trainer.val_cases)
@@ -74,9 +70,9 @@ def test_default_loss_and_sampling_do_not_collapse_to_background(dataset, env):
                                "--lr", "2e-3"), show_progress=False)
     assert trainer.log["pseudo_dice"][-1] > 0.2
     specs = [s for s in trainer.val_specs][:8]
-    inputs, _ = trainer._plain_inputs(specs)
+    inputs, _ = trainer.plain_inputs(specs)
     with torch.no_grad():
-        predicted = trainer._trained_module()(inputs).argmax(1)
+        predicted = trainer.trained_module()(inputs).argmax(1)
     assert (predicted > 0).float().mean() > 0.01
 
 
@@ -85,14 +81,14 @@ def test_resume_continues_exactly(dataset, env, monkeypatch):
     uninterrupted = train(train_args("lora_both", *common), show_progress=False).log["train_loss"]
 
     monkeypatch.setenv("SAMUNET_RESULTS", str(env.results / "second_run"))
-    original = SamTrainer._record
+    original = SamTrainer.save_epoch_checkpoints
 
-    def record_then_die(self, epoch, *args):
+    def save_then_die(self, epoch, *args):
         original(self, epoch, *args)
         if epoch == 0:
             raise KeyboardInterrupt  # killed right after the first epoch's checkpoint
 
-    monkeypatch.setattr(SamTrainer, "_record", record_then_die)
+    monkeypatch.setattr(SamTrainer, "save_epoch_checkpoints", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         train(train_args("lora_both", *common), show_progress=False)
     out = env.results / "second_run" / "Dataset990_Synthetic" / "lora_both__tiny" / "fold_0"
@@ -132,18 +128,19 @@ def test_time_budget_stops_at_whole_epochs_with_the_lr_decay_completed(dataset, 
 def test_cached_and_uncached_decoder_give_the_same_first_step_loss(dataset, env, amp):
     config = TrainConfig(strategy="decoder", backbone="tiny", fold="0", epochs=1, iters_per_epoch=1, batch_size=4,
                          augment=False, amp=amp)
-    assert trainer_class("decoder", use_cache=False) is FrozenEncoderTrainer
+    assert encoder_inputs_for("decoder", use_cache=False) is EncodedInputs
     args = (torch.device("cpu"), DistInfo())
-    cached = CachedEmbeddingTrainer(config, dataset, env.results / "a", *args, show_progress=False)
-    uncached = FrozenEncoderTrainer(config, dataset, env.results / "b", *args, show_progress=False)
-    whole_model = SamTrainer(config, dataset, env.results / "c", *args, show_progress=False)
+    cached = SamTrainer(config, dataset, env.results / "a", *args, show_progress=False)
+    uncached = SamTrainer(replace(config, use_cache=False), dataset, env.results / "b", *args, show_progress=False)
+    whole_model = SamTrainer(config, dataset, env.results / "c", *args, show_progress=False, input_source=ImageInputs)
+    assert isinstance(cached.inputs, CachedInputs) and isinstance(uncached.inputs, EncodedInputs)
     cached.prepare()
-    assert cached.frozen is None  # the encoder copy is dropped once the cache is filled
+    assert cached.inputs.frozen is None  # the encoder copy is dropped once the cache is filled
     batches = cached.sampler.epoch_batches(0, 1, 4)
     assert batches == uncached.sampler.epoch_batches(0, 1, 4)
     losses = []
     for trainer in (cached, uncached, whole_model):
-        inputs, targets = next(iter(trainer._epoch_inputs(batches)))
+        inputs, targets = next(iter(trainer.epoch_inputs(batches)))
         with trainer.autocast():
             logits = trainer.network(inputs)
         losses.append(ce_dice_loss(logits, targets).item())
@@ -152,42 +149,43 @@ def test_cached_and_uncached_decoder_give_the_same_first_step_loss(dataset, env,
     # bf16 (its own bf16 weights and folded norms against fp32 weights under autocast).
     assert losses[0] == pytest.approx(losses[1], rel=1e-3)
     assert losses[1] == pytest.approx(losses[2], rel=1e-3)
-    images, _ = SamTrainer._plain_inputs(uncached, batches[0])
+    images, _ = whole_model.plain_inputs(batches[0])
     with torch.no_grad(), whole_model.autocast():
         reference = whole_model.model.encode(images).float()
-    error = ((uncached._encode(images) - reference).norm() / reference.norm()).item()
+    error = ((uncached.inputs.encode(images) - reference).norm() / reference.norm()).item()
     assert error < (1e-5 if amp == "off" else 2e-2)
-    inputs, targets = next(iter(uncached._epoch_inputs(batches)))
+    inputs, targets = next(iter(uncached.epoch_inputs(batches)))
     encoder_before = [p.clone() for p in uncached.model.encoder.parameters()]
     head_before = [p.clone() for p in uncached.trained_parameters]
     uncached.train_step(inputs, targets)
     assert all(torch.equal(a, b) for a, b in zip(encoder_before, uncached.model.encoder.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(head_before, uncached.trained_parameters))
-    cache_files = sorted(p.name for p in cached.cache.folder.glob("*.npy"))
+    cache = cached.inputs.cache
+    cache_files = sorted(p.name for p in cache.folder.glob("*.npy"))
     assert len(cache_files) == 5  # every case of the fold, computed once
-    mtimes = [p.stat().st_mtime_ns for p in cached.cache.folder.glob("*.npy")]
-    assert cached.cache.fill(cached.train_cases + cached.val_cases, cached.model, cached.mapper, cached.autocast) == 0
-    assert [p.stat().st_mtime_ns for p in cached.cache.folder.glob("*.npy")] == mtimes
+    mtimes = [p.stat().st_mtime_ns for p in cache.folder.glob("*.npy")]
+    assert cache.fill(cached.train_cases + cached.val_cases, cached.model, cached.mapper, cached.autocast) == 0
+    assert [p.stat().st_mtime_ns for p in cache.folder.glob("*.npy")] == mtimes
 
 
 def test_cache_is_invalidated_when_the_plan_changes(dataset, env):
     config = TrainConfig(strategy="linear_head", backbone="tiny", fold="0", epochs=1, iters_per_epoch=1, batch_size=4)
-    first = CachedEmbeddingTrainer(config, dataset, env.results / "a", torch.device("cpu"), DistInfo(), show_progress=False)
+    first = SamTrainer(config, dataset, env.results / "a", torch.device("cpu"), DistInfo(), show_progress=False)
     plan = read_json(dataset / "samunet_plans.json")
     plan["intensity_mapping"]["window_per_channel"] = [[-1.0, 1.0]]
     write_json(plan, dataset / "samunet_plans.json")
-    second = CachedEmbeddingTrainer(config, dataset, env.results / "b", torch.device("cpu"), DistInfo(), show_progress=False)
-    assert first.cache.folder != second.cache.folder
-    other_strategy = CachedEmbeddingTrainer(TrainConfig(strategy="decoder", backbone="tiny", fold="1"), dataset,
+    second = SamTrainer(config, dataset, env.results / "b", torch.device("cpu"), DistInfo(), show_progress=False)
+    assert first.inputs.cache.folder != second.inputs.cache.folder
+    other_strategy = SamTrainer(TrainConfig(strategy="decoder", backbone="tiny", fold="1"), dataset,
                                             env.results / "c", torch.device("cpu"), DistInfo(), show_progress=False)
-    assert other_strategy.cache.folder == second.cache.folder  # shared by strategies and folds
+    assert other_strategy.inputs.cache.folder == second.inputs.cache.folder  # shared by strategies and folds
 
 
 def test_an_edited_plan_normalisation_reaches_training_cache_and_prediction(dataset, env):
     """The plan's backbone entry says how encoder inputs are normalised; the trained model records what it
     was fed, and the embedding cache and prediction read that record: after an edit all three agree."""
     config = TrainConfig(strategy="decoder", backbone="tiny", fold="0", epochs=1, iters_per_epoch=1, batch_size=4)
-    before = CachedEmbeddingTrainer(config, dataset, env.results / "a", torch.device("cpu"), DistInfo(), show_progress=False)
+    before = SamTrainer(config, dataset, env.results / "a", torch.device("cpu"), DistInfo(), show_progress=False)
     assert before.model.metadata["input_range"] == [0.0, 1.0]  # tiny's own: unit
     sam = NORMALIZATIONS["sam"]
     plan = read_json(dataset / "samunet_plans.json")
@@ -196,8 +194,8 @@ def test_an_edited_plan_normalisation_reaches_training_cache_and_prediction(data
     trainer = train(train_args("decoder", "--epochs", "1", "--iters-per-epoch", "1"), show_progress=False)
     assert (trainer.mapper.range_lo, trainer.mapper.range_width) == (0.0, 255.0)
     assert {k: trainer.model.metadata[k] for k in sam.fields()} == sam.fields()
-    assert trainer.cache.key["input_normalization"] == list(sam.fields().values())
-    assert trainer.cache.folder != before.cache.folder  # embeddings of other inputs are other embeddings
+    assert trainer.inputs.cache.key["input_normalization"] == list(sam.fields().values())
+    assert trainer.inputs.cache.folder != before.inputs.cache.folder  # embeddings of other inputs are other embeddings
     predictor = SlicePredictor.from_model_folder(fold_folder(env, "decoder").parent, ["0"])
     assert (predictor.mapper.range_lo, predictor.mapper.range_width) == (0.0, 255.0)
     assert torch.equal(predictor.models[0].pixel_mean.flatten(), torch.tensor(sam.pixel_mean))
@@ -245,7 +243,7 @@ def test_worker_processes_give_the_same_batches_as_the_main_process(dataset, env
                              batch_size=4, num_workers=workers)
         trainer = SamTrainer(config, dataset, env.results / f"w{workers}", torch.device("cpu"), DistInfo(),
                              show_progress=False)
-        batches_by_workers.append(list(trainer._epoch_inputs(trainer.sampler.epoch_batches(0, 2, 4))))
+        batches_by_workers.append(list(trainer.epoch_inputs(trainer.sampler.epoch_batches(0, 2, 4))))
     for (images, labels), (images_w, labels_w) in zip(*batches_by_workers):
         assert images.shape == (4, 3, 64, 64) and labels.dtype == torch.long
         torch.testing.assert_close(images_w, images)
@@ -262,6 +260,31 @@ def test_augmentation_is_reproducible_per_slice():
         again = augment_slice(image, label, seed)
         assert np.array_equal(again[0], outputs[seed][0]) and np.array_equal(again[1], outputs[seed][1])
     assert any(not np.array_equal(o[0], image) for o in outputs)
+
+
+def test_augmentation_keeps_image_and_label_aligned():
+    """Rotation, scaling and mirroring move the image and its label together: on an image that is bright
+    exactly where an asymmetric structure is labelled, the bright pixels stay on the labelled ones (blur,
+    noise and gamma soften the edges, so: nearly all labelled pixels bright, and the same centre)."""
+    from scipy.ndimage import center_of_mass
+
+    from samunet.trainers.augmentation import augment_slice
+
+    label = np.zeros((40, 36), np.int64)
+    label[8:30, 6:14] = 1  # an L: no mirror or 90-degree turn maps it onto itself
+    label[24:30, 14:28] = 2
+    image = np.stack([(label > 0).astype(np.float32) * 4.0 - 2.0] * 2)
+    moved = 0
+    for seed in range(40):
+        augmented, augmented_label = augment_slice(image, label, seed)
+        moved += not np.array_equal(augmented_label, label)
+        bright = augmented[0] > np.mean(np.percentile(augmented[0], [5, 95]))
+        labelled = augmented_label > 0
+        assert (bright & labelled).sum() / labelled.sum() > 0.85, seed
+        # a mirrored label alone would put the centre ~11 pixels away
+        assert np.hypot(*np.subtract(center_of_mass(bright), center_of_mass(labelled))) < 3, seed
+        assert set(np.unique(augmented_label)) <= {0, 1, 2}
+    assert moved >= 30  # most draws mirror, rotate or scale: the checks above are not on unmoved slices
 
 
 def test_loss_is_cross_entropy_plus_per_sample_foreground_dice():
@@ -295,7 +318,7 @@ def test_loss_is_cross_entropy_plus_per_sample_foreground_dice():
 def test_input_mapping_of_a_mixed_batch_equals_mapping_each_slice_alone():
     import torch.nn.functional as F
 
-    from samunet.trainers.input_mapping import InputMapper
+    from samunet.models.input_mapping import InputMapper
 
     rng = np.random.default_rng(0)
     for channels in (1, 2, 3):

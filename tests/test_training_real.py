@@ -26,7 +26,7 @@ def test_default_prediction_of_held_out_cases_is_as_good_as_unmirrored(env, tmp_
     from samunet.file_io import read_json
     from samunet.inference.predict_cli import main as predict
     from samunet.plan_and_preprocess import main as plan_and_preprocess
-    from samunet.trainers.run_training import main as samunet_train
+    from samunet.run_training import main as samunet_train
 
     train_cases = ["hippocampus_001", "hippocampus_003", "hippocampus_004"]
     heldout = ["hippocampus_006", "hippocampus_007", "hippocampus_008", "hippocampus_011"]

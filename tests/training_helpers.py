@@ -4,7 +4,7 @@ import pytest
 
 from samunet.file_io import read_json, write_json
 from samunet.plan_and_preprocess import main as plan_and_preprocess
-from samunet.trainers.run_training import build_parser
+from samunet.run_training import build_parser
 
 TINY_INPUT = 64
 

@@ -21,11 +21,10 @@ from samunet.evaluation.evaluate_cli import evaluate_folders
 from samunet.file_io import read_json, write_json
 from samunet.imageio import read_image, write_image
 from samunet.inference.mirroring import allowed_mirroring_axes
-from samunet.inference.model_selection import BEST_CONFIGURATION_FILE
-from samunet.paths import find_dataset, find_preprocessed_dataset, is_prompted_configuration, results_root
-from samunet.planners.experiment_planner import PLANS_FILE
-from samunet.planners.plan_file import read_plan
-from samunet.preprocessing.preprocess_dataset import GT_FOLDER
+from samunet.layout import (BEST_CONFIGURATION_FILE, GT_FOLDER, PLANS_FILE, VALIDATION_FOLDER, fold_folder,
+                            is_prompted_configuration)
+from samunet.paths import find_dataset, find_preprocessed_dataset, results_root
+from samunet.planners.plan_file import PlanView, read_plan
 
 
 def case_scores(summary):
@@ -42,7 +41,7 @@ def configuration_scores(dataset_folder, folds):
     # prompted configurations are validated with prompts from the reference labels: not comparable, left out
     for conf in sorted(p for p in dataset_folder.iterdir() if p.is_dir() and "__" in p.name and "+" not in p.name
                        and not is_prompted_configuration(p.name)):
-        summaries = [conf / f"fold_{f}" / "validation" / "summary.json" for f in folds]
+        summaries = [fold_folder(conf, f) / VALIDATION_FOLDER / "summary.json" for f in folds]
         if all(s.is_file() for s in summaries):
             found[conf.name] = {k: v for s in summaries for k, v in case_scores(read_json(s)).items()}
         else:
@@ -59,9 +58,9 @@ def evaluate_ensemble(dataset_folder, members, folds, gt_folder, labels, file_en
     out = dataset_folder / "ensembles" / "+".join(members)
     written = []
     for fold in folds:
-        val = dataset_folder / members[0] / f"fold_{fold}" / "validation"
+        val = fold_folder(dataset_folder / members[0], fold) / VALIDATION_FOLDER
         for npz in sorted(val.glob("*.npz")):
-            probs = np.mean([np.load(dataset_folder / m / f"fold_{fold}" / "validation" / npz.name)["probabilities"]
+            probs = np.mean([np.load(fold_folder(dataset_folder / m, fold) / VALIDATION_FOLDER / npz.name)["probabilities"]
                              .astype(np.float32) for m in members], axis=0)
             case_id = npz.stem
             _, geometry = read_image(val / f"{case_id}{file_ending}")
@@ -78,7 +77,7 @@ def mirroring_axes(dataset_folder, members, folds):
     metadata = []
     for member in members:
         for fold in folds:
-            path = dataset_folder / member / f"fold_{fold}" / "checkpoint_final.json"
+            path = fold_folder(dataset_folder / member, fold) / "checkpoint_final.json"
             metadata.append(read_json(path) if path.is_file() else {})
     return allowed_mirroring_axes(metadata)
 
@@ -88,7 +87,7 @@ def find_best(dataset_id, folds=("0", "1", "2", "3", "4"), ensembles=True):
     preprocessed = find_preprocessed_dataset(dataset_id)
     plan = read_plan(preprocessed / PLANS_FILE)
     file_ending = read_json(preprocessed / "dataset.json")["file_ending"]
-    labels = sorted(v for v in plan["labels"].values() if v)
+    labels = PlanView(plan).foreground_labels
     scores = configuration_scores(dataset_folder, list(folds))
     if not scores:
         raise SamunetError(f"{dataset_folder}: no configuration has validation results for folds {' '.join(folds)}")

@@ -9,8 +9,8 @@ without the record (written before samunet recorded it) allows none.
 """
 import sys
 
-from samunet.trainers.augmentation import MIRRORING_RECORD as RECORD
-from samunet.trainers.augmentation import mirror_combinations
+from samunet.models.mirroring_record import MIRRORING_RECORD as RECORD
+from samunet.models.mirroring_record import mirror_combinations
 
 
 def allowed_mirroring_axes(metadatas):

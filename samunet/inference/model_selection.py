@@ -8,9 +8,9 @@ from pathlib import Path
 
 from samunet.errors import SamunetError
 from samunet.file_io import read_json
-from samunet.paths import PROMPTED_SUFFIX, find_dataset, is_prompted_configuration, results_root
+from samunet.layout import BEST_CONFIGURATION_FILE, PROMPTED_SUFFIX, is_prompted_configuration
+from samunet.paths import find_dataset, results_root
 
-BEST_CONFIGURATION_FILE = "best_configuration.json"
 
 
 def trained_folds(configuration_folder, checkpoint_name):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from samunet.cli_types import int_at_least
+from samunet.cli_types import int_at_least, non_negative_float
 from samunet.dataset_integrity import geometry_problems
 from samunet.device import resolve_device
 from samunet.errors import SamunetError, cli_entry
@@ -24,9 +24,10 @@ from samunet.inference.predictor import SlicePredictor
 from samunet.inference.prompt_sources import prompt_source
 from samunet.inference.prompted_predictor import PromptedPredictor
 from samunet.inference.write_prediction import restore_and_write
+from samunet.layout import PLANS_FILE
 from samunet.preprocessing.preprocess_case import preprocess_case
 from samunet.prompts.prompt_file import PROVENANCES
-from samunet.trainers.amp import default_amp
+from samunet.models.amp import default_amp
 
 
 def _read_and_preprocess(job):
@@ -144,6 +145,10 @@ def add_common_arguments(p):
                    help="where a mask folder's masks come from (default user; a folder samunet_predict wrote "
                         "passes its own on: model, or ground_truth when it was prompted from references); "
                         "recorded in prediction_info.json and shown by samunet_evaluate")
+    p.add_argument("--box-growth", type=non_negative_float, default=None, metavar="SHARE",
+                   help="boxes derived from masks (a folder, or auto) move each side outwards by SHARE times the "
+                        "model's training jitter (default 0.5 for reference and user masks, more for a model's "
+                        "masks: see README)")
 
 
 def checkpoint_file(args):
@@ -162,6 +167,8 @@ def mirroring_sentence(predictor, disabled):
 def run(args, model_folders, folds, description):
     if args.prompt_provenance and not args.prompts:
         raise SamunetError("--prompt-provenance describes --prompts FOLDER; give the folder")
+    if args.box_growth is not None and not args.prompts:
+        raise SamunetError("--box-growth shapes boxes derived from --prompts FOLDER or auto; give one")
     device = resolve_device(args.device)
     cls = PromptedPredictor if args.prompts else SlicePredictor
     predictor = cls.from_model_folder(model_folders, folds, checkpoint_file(args), device, args.amp or default_amp(device),
@@ -169,7 +176,7 @@ def run(args, model_folders, folds, description):
     prompts = None
     if args.prompts:
         prompts = prompt_source(args.prompts, predictor.plan["labels"], predictor.dataset_json["file_ending"],
-                                args.prompt_provenance)
+                                args.prompt_provenance, args.box_growth)
     print(f"model: {description}")
     if prompts is None or prompts.record["source"] == "auto":
         print(mirroring_sentence(predictor, args.disable_tta))
@@ -202,7 +209,7 @@ def main_from_modelfolder(argv=None):
     p.add_argument("-m", required=True, help="results subfolder, e.g. $SAMUNET_RESULTS/Dataset501_X/lora_both__litemedsam")
     args = p.parse_args(argv)
     folder = Path(args.m)
-    if not (folder / "samunet_plans.json").is_file():
+    if not (folder / PLANS_FILE).is_file():
         raise SamunetError(f"{folder}: not a samunet model folder (no samunet_plans.json)")
     chk = checkpoint_file(args)
     folds = args.f or trained_folds(folder, chk)

@@ -15,15 +15,14 @@ import torch.nn.functional as F
 from samunet.errors import SamunetError
 from samunet.file_io import read_json
 from samunet.inference.mirroring import allowed_mirroring_axes, tensor_flips, warn_if_unrecorded
+from samunet.layout import PLANS_FILE, configuration_name, fold_folder
 from samunet.models.build import PROMPTS_KEY
 from samunet.models.checkpoint import load_model
 from samunet.models.inference_precision import for_inference
 from samunet.models.pretrained_encoder import METADATA_KEY as PRETRAINED_KEY
-from samunet.planners.experiment_planner import PLANS_FILE
-from samunet.paths import configuration_name
-from samunet.planners.plan_file import read_plan
-from samunet.trainers.amp import amp_dtype, autocast_factory
-from samunet.trainers.input_mapping import InputMapper
+from samunet.planners.plan_file import PlanView, read_plan
+from samunet.models.amp import amp_dtype, autocast_factory
+from samunet.models.input_mapping import InputMapper
 
 
 def _nearest_inverse(small, large, device):
@@ -56,7 +55,7 @@ def check_provenance(metadata, folder, plan, path):
                                   (metadata.get(PROMPTS_KEY) or {}).get("kind"))
     if "__" in folder.name and folder.name != made_for:
         raise SamunetError(f"{path}: a checkpoint of {made_for}, but it lies in the folder of {folder.name}")
-    classes = [n for n, v in sorted(plan["labels"].items(), key=lambda kv: kv[1]) if v != 0]
+    classes = PlanView(plan).class_names
     if list(metadata["class_names"]) != classes:
         raise SamunetError(f"{path}: trained for classes {metadata['class_names']}, but the plan of {folder.name} "
                            f"has {classes}")
@@ -71,7 +70,7 @@ class SlicePredictor:
         # use_tta=False: no mirroring; otherwise along the slice axes every model was trained to see mirrored
         self.mirroring_axes = allowed_mirroring_axes(m.metadata for m in self.models) if use_tta else []
         self.flips = tensor_flips(self.mirroring_axes)
-        self.mapper = InputMapper(self.plan["intensity_mapping"]["window_per_channel"], meta["input_range"],
+        self.mapper = InputMapper(PlanView(plan).windows, meta["input_range"],
                                   meta["input_size"], self.device)
         self.autocast = autocast_factory(self.device, amp)
         self.batch_slices = batch_slices
@@ -88,7 +87,7 @@ class SlicePredictor:
         models = []
         for folder in folders:
             for fold in folds:
-                path = folder / f"fold_{fold}" / checkpoint_name
+                path = fold_folder(folder, fold) / checkpoint_name
                 if not path.is_file():
                     raise SamunetError(f"{path}: checkpoint not found (is fold {fold} trained?)")
                 model = load_model(path, checkpoint=base_checkpoint, device=device)[0]

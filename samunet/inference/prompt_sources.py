@@ -11,6 +11,12 @@ for automatic ones.
   it was predicted prompt-free or by a model, `ground_truth` or `user` when it was prompted so;
 - `auto`: the model predicts prompt-free first (mirroring as samunet_predict does) and its result
   prompts it; provenance `model`.
+
+Boxes derived from masks grow outwards by a share of the model's training jitter (prompts/derivation.py):
+half, training's mean move, for reference and user masks; MODEL_MASK_GROWTH for a model's masks (`auto`,
+and folders of provenance `model`), which tend to stop short of the structure's border, so a tight box
+cuts it short again (the value was chosen on tuning cases, benchmarks/prompted_box_growth.py). The
+record in prediction_info.json says which share was used; `--box-growth` sets it.
 """
 from pathlib import Path
 
@@ -21,8 +27,18 @@ from samunet.imageio import read_header, read_image
 from samunet.inference.prediction_info import provenance_of
 from samunet.preprocessing.preprocess_case import labels_like_case
 from samunet.preprocessing.restore_geometry import original_geometry
+from samunet.prompts.derivation import MEAN_GROWTH
 from samunet.prompts.mapping import class_prompts
 from samunet.prompts.prompt_file import PROVENANCES, PromptFile
+
+
+MODEL_MASK_GROWTH = 1.5
+
+
+def mask_growth(provenance, growth=None):
+    if growth is not None:
+        return float(growth)
+    return MODEL_MASK_GROWTH if provenance == "model" else MEAN_GROWTH
 
 
 class FilePrompts:
@@ -51,7 +67,7 @@ class FilePrompts:
 
 
 class MaskFolderPrompts:
-    def __init__(self, folder, file_ending, provenance=None):
+    def __init__(self, folder, file_ending, provenance=None, growth=None):
         self.folder, self.file_ending = Path(folder), file_ending
         recorded = provenance_of(self.folder)  # None: samunet_predict did not write the folder
         inherited = {None: "user", "none": "model"}.get(recorded, recorded)
@@ -62,7 +78,8 @@ class MaskFolderPrompts:
         self.provenance = provenance or inherited
         if self.provenance not in PROVENANCES:
             raise SamunetError(f"prompt provenance '{self.provenance}': one of {', '.join(PROVENANCES)}")
-        self.record = {"source": str(self.folder.resolve()), "provenance": self.provenance}
+        self.growth = mask_growth(self.provenance, growth)
+        self.record = {"source": str(self.folder.resolve()), "provenance": self.provenance, "box_growth": self.growth}
 
     def _path(self, case_id):
         return self.folder / f"{case_id}{self.file_ending}"
@@ -85,31 +102,36 @@ class MaskFolderPrompts:
         if unknown:
             raise SamunetError(f"{path}: holds label value(s) {', '.join(map(str, unknown[:5]))}, which the model "
                                f"has no class for (it has 1..{predictor.num_outputs - 1})")
-        return predictor.prompts_from_mask(labels_like_case(seg, properties))
+        return predictor.prompts_from_mask(labels_like_case(seg, properties), self.growth)
 
 
 class AutoPrompts:
     provenance = "model"
-    record = {"source": "auto", "provenance": "model"}
+
+    def __init__(self, growth=None):
+        self.growth = mask_growth("model", growth)
+        self.record = {"source": "auto", "provenance": "model", "box_growth": self.growth}
 
     def select(self, cases):
         return cases
 
     def prompts(self, predictor, case_id, data, properties):
-        return predictor.prompts_from_mask(predictor.predict_preprocessed(data).argmax(0))
+        return predictor.prompts_from_mask(predictor.predict_preprocessed(data).argmax(0), self.growth)
 
 
-def prompt_source(spec, labels, file_ending, provenance=None):
+def prompt_source(spec, labels, file_ending, provenance=None, growth=None):
     """`--prompts` value -> a source: 'auto', a folder of masks, or a prompts file."""
     if spec == "auto":
         if provenance not in (None, "model"):
             raise SamunetError("--prompts auto: the prompts come from the model; --prompt-provenance does not apply")
-        return AutoPrompts()
+        return AutoPrompts(growth)
     path = Path(spec)
     if path.is_dir():
-        return MaskFolderPrompts(path, file_ending, provenance)
+        return MaskFolderPrompts(path, file_ending, provenance, growth)
     if not path.is_file():
         raise SamunetError(f"{path}: --prompts takes a prompts file, a folder of masks, or auto")
     if provenance is not None:
         raise SamunetError(f"{path}: a prompts file states its own provenance; --prompt-provenance is for mask folders")
+    if growth is not None:
+        raise SamunetError(f"{path}: a prompts file gives its boxes as they are; --box-growth is for masks and auto")
     return FilePrompts(path, labels)

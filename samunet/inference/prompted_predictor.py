@@ -14,7 +14,7 @@ import torch
 from samunet.errors import SamunetError
 from samunet.models.build import PROMPTS_KEY
 from samunet.inference.predictor import SlicePredictor, resize_probabilities
-from samunet.prompts.derivation import PromptRule, prompts_from_labels
+from samunet.prompts.derivation import MEAN_GROWTH, PromptRule, prompts_from_labels
 from samunet.prompts.tensors import class_probabilities, in_prompt_order, prompt_groups
 
 
@@ -69,11 +69,12 @@ class PromptedPredictor(SlicePredictor):
         out[:, slices] = composed.transpose(1, 0, 2, 3)
         return out
 
-    def prompts_from_mask(self, seg):
+    def prompts_from_mask(self, seg, growth=MEAN_GROWTH):
         """(S, H, W) label map in preprocessed space -> per slice and class present, the prompts of the kind
-        the model was trained with, boxes grown by half its training jitter (prompts/derivation.py)."""
+        the model was trained with, boxes grown by `growth` times its training jitter (prompts/derivation.py)."""
         present = [s for s in range(seg.shape[0]) if seg[s].any()]
         if not present:
             return []
         labels = self.mapper.labels([seg[s] for s in present]).cpu().numpy()
-        return [replace(p, slice_index=present[p.slice_index]) for p in prompts_from_labels(labels, self.rule)]
+        return [replace(p, slice_index=present[p.slice_index])
+                for p in prompts_from_labels(labels, self.rule, growth=growth)]

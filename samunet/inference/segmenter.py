@@ -27,7 +27,7 @@ from samunet.inference.write_prediction import restored_labels
 from samunet.preprocessing.preprocess_case import preprocess_case
 from samunet.prompts.mapping import class_prompts
 from samunet.prompts.prompt_file import FORMAT, PromptFile
-from samunet.trainers.amp import default_amp
+from samunet.models.amp import default_amp
 
 
 class Segmenter:

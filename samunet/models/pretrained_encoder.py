@@ -14,10 +14,10 @@ from pathlib import Path
 
 from samunet.errors import SamunetError
 from samunet.file_io import read_json, write_json
+from samunet.layout import pretrained_encoder_folder
 from samunet.models.adapters import add_encoder_adapters
 from samunet.models.torch_files import load_torch, save_torch
 from samunet.models.weights import sha256_of
-from samunet.paths import pretrained_encoder_folder
 
 ENCODER_FILE = "encoder.pth"
 DESCRIPTION_FILE = "encoder.json"

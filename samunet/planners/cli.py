@@ -6,13 +6,14 @@ from tqdm import tqdm
 from samunet.dataset_integrity import check_headers, verify_dataset_integrity
 from samunet.errors import SamunetError, cli_entry
 from samunet.file_io import copy_file, folder_lock, read_json, write_json
+from samunet.layout import FINGERPRINT_FILE, PLANS_FILE, SPLITS_FILE
 from samunet.paths import find_raw_dataset, preprocessed_root
 from samunet.parallel import add_num_processes_argument
 from samunet.planners.backbone_sizing import DEFAULT_GPU_MEMORY_GB
-from samunet.planners.experiment_planner import PLANS_FILE, plan_experiment
-from samunet.planners.fingerprint import FINGERPRINT_FILE, extract_fingerprint
+from samunet.planners.experiment_planner import plan_experiment
+from samunet.planners.fingerprint import extract_fingerprint
 from samunet.planners.plan_file import read_splits
-from samunet.planners.splits import SPLITS_FILE, make_splits
+from samunet.planners.splits import make_splits
 from samunet.raw_dataset import load_raw_dataset
 
 

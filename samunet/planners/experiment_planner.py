@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from samunet import __version__
+from samunet.layout import DATA_IDENTIFIER
 from samunet.models.backbone_registry import BACKBONES
 from samunet.planners.backbone_sizing import batch_size_for, input_size_for
 
-PLANS_FILE = "samunet_plans.json"
-DATA_IDENTIFIER = "samunet_2d"
 ANISOTROPY_THRESHOLD = 3.0  # nnU-Net's: an axis this many times coarser than the others is 'anisotropic'
 CHECKPOINTS_VAR = "SAMUNET_CHECKPOINTS"
 
@@ -133,9 +132,3 @@ def plan_experiment(fingerprint, gpu_memory_gb, checkpoints_dir=None):
         "default_backbone": backbone,
         "default_backbone_reason": reason,
     }
-
-
-def preprocessing_fields(plan):
-    """The parts of a plan that change preprocessed data (a change forces re-preprocessing)."""
-    keys = ("transpose_forward", "in_plane_spacing_transposed", "normalization", "labels", "channel_names")
-    return {k: plan[k] for k in keys}

@@ -7,9 +7,8 @@ import numpy as np
 
 from samunet.dataset_integrity import read_checked_case
 from samunet.parallel import map_with_progress
-from samunet.preprocessing.cropping import bounding_box, crop_to_box, nonzero_mask
+from samunet.cropping import bounding_box, crop_to_box, nonzero_mask
 
-FINGERPRINT_FILE = "dataset_fingerprint.json"
 TOTAL_FOREGROUND_SAMPLES = 10_000_000
 SAMPLING_SEED = 1234
 

@@ -3,6 +3,7 @@ stage reads them through here, and a file of the wrong structure stops the comma
 the file and the offending key, instead of a traceback somewhere downstream."""
 from samunet.errors import SamunetError
 from samunet.file_io import read_json
+from samunet.layout import PLANS_FILE
 
 NORMALIZATION_SCHEMES = ("ct", "zscore", "rgb_to_0_1", "none")
 
@@ -84,6 +85,52 @@ def check_plan(plan, path):
 
 def read_plan(path):
     return check_plan(read_json(path), path)
+
+
+def preprocessing_fields(plan):
+    """The parts of a plan that change preprocessed data (a change forces re-preprocessing)."""
+    keys = ("transpose_forward", "in_plane_spacing_transposed", "normalization", "labels", "channel_names")
+    return {k: plan[k] for k in keys}
+
+
+class PlanView:
+    """Read-only answers to what later stages ask a plan (the plan itself stays a plain dict on disk)."""
+
+    def __init__(self, plan, path=PLANS_FILE):
+        self._plan, self.path = plan, path
+
+    @property
+    def foreground_labels(self):
+        """Sorted foreground label values."""
+        return sorted(v for v in self._plan["labels"].values() if v)
+
+    @property
+    def class_names(self):
+        """Foreground class names in label-value order."""
+        return [n for n, v in sorted(self._plan["labels"].items(), key=lambda kv: kv[1]) if v]
+
+    @property
+    def class_names_by_value(self):
+        return {v: n for n, v in self._plan["labels"].items() if v}
+
+    @property
+    def windows(self):
+        """Per channel [lo, hi] in normalised units, mapped to [0, 1] before the encoder."""
+        return self._plan["intensity_mapping"]["window_per_channel"]
+
+    @property
+    def data_identifier(self):
+        return self._plan["data_identifier"]
+
+    def backbone(self, name):
+        """The backbone's entry: input_size, batch_size, input normalisation (a copy)."""
+        if name not in self._plan["backbones"]:
+            raise SamunetError(f"backbone {name} is not in {self.path}")
+        return dict(self._plan["backbones"][name])
+
+    def normalization_fields(self, name):
+        entry = self.backbone(name)
+        return {key: entry[key] for key in ("input_range", "pixel_mean", "pixel_std")}
 
 
 def read_splits(path):

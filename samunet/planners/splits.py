@@ -3,7 +3,6 @@ from sklearn.model_selection import KFold
 
 from samunet.errors import SamunetError
 
-SPLITS_FILE = "splits_final.json"
 NUM_FOLDS = 5
 SPLIT_SEED = 12345
 

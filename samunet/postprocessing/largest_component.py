@@ -16,10 +16,9 @@ from samunet.file_io import read_json, write_json
 from samunet.imageio import SUPPORTED_ENDINGS, read_image, write_image
 from samunet.inference.model_selection import resolve_model
 from samunet.inference.predict_cli import check_output_folder
+from samunet.layout import GT_FOLDER, PLANS_FILE
 from samunet.paths import find_preprocessed_dataset
-from samunet.planners.experiment_planner import PLANS_FILE
-from samunet.planners.plan_file import read_plan
-from samunet.preprocessing.preprocess_dataset import GT_FOLDER
+from samunet.planners.plan_file import PlanView, read_plan
 
 POSTPROCESSING_FILE = "postprocessing.json"
 APPLIED_FILE = "postprocessing_info.json"  # marks a folder samunet_apply_postprocessing wrote
@@ -83,7 +82,7 @@ def determine_main(argv=None):
         raise SamunetError("postprocessing is decided per configuration: choose one with -s and -b")
     preprocessed = find_preprocessed_dataset(args.d)
     plan = read_plan(preprocessed / PLANS_FILE)
-    labels = sorted(v for v in plan["labels"].values() if v)
+    labels = PlanView(plan).foreground_labels
     ending = read_json(preprocessed / "dataset.json")["file_ending"]
     result = determine(folders[0], preprocessed / GT_FOLDER, labels, ending)
     print(f"{description}: keep the largest component for labels {result['keep_largest_component_for_labels']} "

@@ -4,7 +4,7 @@ The returned properties hold everything needed to invert each step (see restore_
 """
 import numpy as np
 
-from samunet.preprocessing.cropping import bounding_box, crop_to_box, nonzero_mask
+from samunet.cropping import bounding_box, crop_to_box, nonzero_mask
 from samunet.preprocessing.normalization import normalize_channel
 from samunet.preprocessing.resampling import in_plane_shape, resample_images, resample_labels
 

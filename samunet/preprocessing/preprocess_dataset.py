@@ -15,15 +15,14 @@ from tqdm import tqdm
 from samunet.dataset_integrity import check_headers, read_checked_case
 from samunet.errors import SamunetError, cli_entry
 from samunet.file_io import copy_file, folder_lock, remove_temporaries
+from samunet.layout import GT_FOLDER, PLANS_FILE
 from samunet.parallel import add_num_processes_argument, map_with_progress
 from samunet.paths import find_raw_dataset, preprocessed_root
-from samunet.planners.experiment_planner import PLANS_FILE, preprocessing_fields
-from samunet.planners.plan_file import read_plan
+from samunet.planners.plan_file import preprocessing_fields, read_plan
 from samunet.preprocessing.preprocess_case import preprocess_case
 from samunet.preprocessing.storage import is_case_current, save_case
 from samunet.raw_dataset import load_raw_dataset
 
-GT_FOLDER = "gt_segmentations"
 
 
 def case_stamp(case, plan):

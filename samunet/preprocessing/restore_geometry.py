@@ -6,7 +6,7 @@ original (z, y, x) array order; write it with `original_geometry(properties)`.
 import numpy as np
 
 from samunet.imageio import Geometry
-from samunet.preprocessing.cropping import paste_into
+from samunet.cropping import paste_into
 from samunet.preprocessing.resampling import resample_labels, resample_probabilities
 
 

@@ -30,7 +30,8 @@ from samunet.pretraining.masking import random_patch_masks
 from samunet.pretraining.objectives import build_objective
 from samunet.pretraining.pictures import write_reconstructions
 from samunet.trainers.epoch_loop import EpochLoop
-from samunet.trainers.input_mapping import InputMapper
+from samunet.models.input_mapping import InputMapper
+from samunet.planners.plan_file import PlanView
 from samunet.trainers.progress import plot_curves
 from samunet.trainers.slice_dataset import SliceDataset
 from samunet.trainers.slice_sampler import SliceSampler, SliceSpec
@@ -78,9 +79,8 @@ class Pretrainer(EpochLoop):
         self.output = Path(output_folder)
         self.show_progress = show_progress and dist_info.is_main
         self.images = images
-        if config.backbone not in plan["backbones"]:
-            raise SamunetError(f"backbone {config.backbone} is not in the plan")
-        backbone_plan = plan["backbones"][config.backbone]
+        view = PlanView(plan)
+        backbone_plan = view.backbone(config.backbone)
         self.batch_size = config.batch_size or backbone_plan["batch_size"]
         if self.batch_size % dist_info.world_size:
             raise SamunetError(f"batch size {self.batch_size} does not split over {dist_info.world_size} processes")
@@ -97,8 +97,8 @@ class Pretrainer(EpochLoop):
         self._select_trainable()
         self.objective.to(device)
         # fed as fine-tuning feeds it: the plan's normalisation for this backbone (recorded in encoder.json)
-        self.normalization = normalization_from_fields(backbone_plan)
-        self.mapper = InputMapper(plan["intensity_mapping"]["window_per_channel"], self.normalization.input_range,
+        self.normalization = normalization_from_fields(view.normalization_fields(config.backbone))
+        self.mapper = InputMapper(view.windows, self.normalization.input_range,
                                   self.parts.input_size, device)
         self.pixel_mean = torch.tensor(self.normalization.pixel_mean, device=device).view(1, 3, 1, 1)
         self.pixel_std = torch.tensor(self.normalization.pixel_std, device=device).view(1, 3, 1, 1)
@@ -133,9 +133,9 @@ class Pretrainer(EpochLoop):
         return (x - self.pixel_mean) / self.pixel_std
 
     def epoch_batches(self, epoch):
-        return self._rank_share(self.sampler.epoch_batches(epoch, self.cfg.iters_per_epoch, self.batch_size))
+        return self.rank_share(self.sampler.epoch_batches(epoch, self.cfg.iters_per_epoch, self.batch_size))
 
-    def _epoch_inputs(self, batches):
+    def epoch_inputs(self, batches):
         for specs in batches:
             masks = random_patch_masks(len(specs), self.objective.grid, self.mask_ratio)  # seeded per epoch
             yield self.normalised_images(specs), masks.to(self.device)

@@ -12,9 +12,10 @@ with probability proportional to the distance to the structure's border (interio
 edge unless the structure is that thin); a negative point, with probability `negative_probability`, is
 drawn among the background pixels inside the jittered box (none when the box holds no background).
 Without an rng (prompts derived from a mask at prediction, and training's validation) each box side moves
-outwards by half the largest jitter, the mean move training showed: a box drawn exactly around a mask sits
-at the tight edge of what the model learned from, where it tends to cut the structure short. The point is
-then the pixel farthest from the border.
+outwards by `growth` times the largest jitter: by default half, the mean move training showed (a box drawn
+exactly around a mask sits at the tight edge of what the model learned from, where it tends to cut the
+structure short); prediction grows boxes from a model's own masks further (inference/prompt_sources.py).
+The point is then the pixel farthest from the border.
 """
 from dataclasses import dataclass
 
@@ -82,12 +83,15 @@ def box_of(mask):
     return (int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1]))
 
 
-def jittered(box, shape, size, rule, rng=None):
-    """Each side of the box moved outwards by a random 0..jitter (rng), or by half the jitter (no rng),
-    kept inside the (H, W) `shape`."""
+MEAN_GROWTH = 0.5  # without an rng, box sides move out by this share of the jitter: training's mean move
+
+
+def jittered(box, shape, size, rule, rng=None, growth=MEAN_GROWTH):
+    """Each side of the box moved outwards by a random 0..jitter (rng), or by `growth` times the jitter
+    (no rng), kept inside the (H, W) `shape`."""
     x0, y0, x1, y1 = box
     jx, jy = rule.jitter(x1 - x0 + 1, size), rule.jitter(y1 - y0 + 1, size)
-    shares = rng.uniform(0, 1, 4) if rng is not None else np.full(4, 0.5)
+    shares = rng.uniform(0, 1, 4) if rng is not None else np.full(4, float(growth))
     moves = shares * np.array([jx, jy, jx, jy])
     h, w = shape
     return (max(0.0, x0 - moves[0]), max(0.0, y0 - moves[1]), min(w - 1.0, x1 + moves[2]), min(h - 1.0, y1 + moves[3]))
@@ -114,12 +118,12 @@ def negative_point(mask, box, rng):
     return int(xs[i] + x0), int(ys[i] + y0)
 
 
-def prompts_for_mask(mask, slice_index, label, rule, rng=None, size=None):
+def prompts_for_mask(mask, slice_index, label, rule, rng=None, size=None, growth=MEAN_GROWTH):
     """The prompt for one structure: a non-empty (H, W) mask, square at input size unless `size` (which
     scales the default jitter) is given."""
     size = size or mask.shape[-1]
     box = box_of(mask)
-    box = jittered(box, mask.shape, size, rule, rng)
+    box = jittered(box, mask.shape, size, rule, rng, growth)
     points = ()
     if rule.points:
         points = ((*interior_point(mask, rng), 1),)
@@ -129,7 +133,7 @@ def prompts_for_mask(mask, slice_index, label, rule, rng=None, size=None):
     return Prompt(slice_index, label, tuple(float(v) for v in box) if rule.boxes else None, points)
 
 
-def prompts_from_labels(labels, rule, rng=None, label_values=None):
+def prompts_from_labels(labels, rule, rng=None, label_values=None, growth=MEAN_GROWTH):
     """labels (B, H, W) integer array -> one Prompt per slice and class present (classes in `label_values`,
     default every foreground value). Empty slices get none."""
     prompts = []
@@ -137,5 +141,5 @@ def prompts_from_labels(labels, rule, rng=None, label_values=None):
         present = np.unique(slice_labels)
         for value in present[present != 0]:
             if label_values is None or int(value) in label_values:
-                prompts.append(prompts_for_mask(slice_labels == value, b, int(value), rule, rng))
+                prompts.append(prompts_for_mask(slice_labels == value, b, int(value), rule, rng, growth=growth))
     return prompts

@@ -11,8 +11,8 @@ import argparse
 
 from samunet.cli_types import int_at_least
 from samunet.errors import SamunetError, cli_entry
+from samunet.layout import PLANS_FILE
 from samunet.paths import find_preprocessed_dataset, find_raw_dataset
-from samunet.planners.experiment_planner import PLANS_FILE
 from samunet.planners.plan_file import read_plan
 from samunet.synthesis.label_fusion import FUSION_RULES
 from samunet.synthesis.methods import DEFAULT_METHOD, METHODS

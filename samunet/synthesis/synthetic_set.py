@@ -34,9 +34,10 @@ from tqdm import tqdm
 
 from samunet.errors import SamunetError
 from samunet.file_io import folder_lock, read_json, remove_temporaries, write_json
+from samunet.layout import SPLITS_FILE
 from samunet.parallel import map_with_progress
 from samunet.planners.plan_file import read_splits
-from samunet.planners.splits import SPLITS_FILE, fold_cases
+from samunet.planners.splits import fold_cases
 from samunet.preprocessing.preprocess_case import class_slices
 from samunet.preprocessing.storage import case_files, is_case_current, load_case, load_properties, save_case
 from samunet.preprocessing.unlabelled_images import TRAINING_PREFIX, prepare_unlabelled_images

@@ -4,7 +4,6 @@ Spatial (rotation, scaling) with cubic images / nearest labels, then Gaussian no
 multiplicative brightness, contrast, gamma, and mirroring along both in-plane axes. batchgenerators draws
 from numpy's and Python's global generators, so both are seeded per slice (reproducible in any worker).
 """
-import itertools
 import random
 
 import numpy as np
@@ -17,16 +16,7 @@ from batchgenerators.transforms.color_transforms import (
 from batchgenerators.transforms.noise_transforms import GaussianBlurTransform, GaussianNoiseTransform
 from batchgenerators.transforms.spatial_transforms import MirrorTransform, SpatialTransform
 
-# In-plane axes of a (H, W) slice that augmentation mirrors. Checkpoints record them, and prediction mirrors
-# (test-time augmentation) only along the axes a model was trained with.
-MIRROR_AXES = (0, 1)
-MIRRORING_RECORD = "mirroring_axes"  # the checkpoint metadata key: the axes a model's training mirrored
-
-
-def mirror_combinations(axes):
-    """Every combination of flips along `axes` (slice axes), the identity first: ((), (0,), (1,), (0, 1))."""
-    axes = tuple(sorted(axes))
-    return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
+from samunet.models.mirroring_record import MIRROR_AXES
 
 _INTENSITY = Compose([
     GaussianNoiseTransform(noise_variance=(0, 0.1), p_per_sample=0.1),

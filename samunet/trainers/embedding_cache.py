@@ -21,7 +21,7 @@ from tqdm import tqdm
 from samunet.errors import SamunetError
 from samunet.file_io import atomic_write, read_json, remove_temporaries, write_json
 from samunet.models.pretrained_encoder import METADATA_KEY as PRETRAINED_KEY
-from samunet.planners.experiment_planner import preprocessing_fields
+from samunet.planners.plan_file import PlanView, preprocessing_fields
 from samunet.preprocessing.storage import load_properties, open_case
 
 CACHE_FORMAT = 2  # 2: the encoder runs in the amp dtype (models/inference_precision.py)
@@ -36,7 +36,7 @@ def cache_folder(preprocessed_folder, plan, metadata, amp):
         "input_size": metadata["input_size"],
         "input_normalization": [metadata["input_range"], metadata["pixel_mean"], metadata["pixel_std"]],
         "preprocessing": preprocessing_fields(plan),
-        "windows": plan["intensity_mapping"]["window_per_channel"],
+        "windows": PlanView(plan).windows,
     }
     if metadata.get(PRETRAINED_KEY):  # an encoder from samunet_pretrain: its own embeddings
         key["pretrained_encoder_sha256"] = metadata[PRETRAINED_KEY]["sha256"]
@@ -67,12 +67,13 @@ class EmbeddingCache:
         """Where the embeddings of slices flipped along `mirror` (slice axes; () for none) live."""
         return self.folder / f"mirror_{''.join(map(str, mirror))}" if mirror else self.folder
 
-    def _files(self, case_id, mirror=()):
+    def files(self, case_id, mirror=()):
+        """(embeddings .npy, its .json) of a case in one mirroring."""
         folder = self._folder(mirror)
         return folder / f"{case_id}.npy", folder / f"{case_id}.json"
 
     def is_current(self, case_id, mirror=()):
-        array, info = self._files(case_id, mirror)
+        array, info = self.files(case_id, mirror)
         if not (array.is_file() and info.is_file()):
             return False
         try:
@@ -118,7 +119,7 @@ class EmbeddingCache:
                         if timed > seconds_left():
                             bar.close()
                             raise FillExceedsBudget(total, time.perf_counter() - began + timed)
-                array_path, info_path = self._files(case_id, mirror)
+                array_path, info_path = self.files(case_id, mirror)
                 array = np.concatenate(chunks)
                 with atomic_write(array_path, lambda tmp: self._check(tmp, array.shape)) as tmp:
                     with open(tmp, "wb") as f:
@@ -144,6 +145,6 @@ class EmbeddingCache:
         for spec, mirror in zip(specs, mirrors or [()] * len(specs)):
             key = (spec.case_id, mirror)
             if key not in self._arrays:
-                self._arrays[key] = np.load(self._files(*key)[0], mmap_mode="r")
+                self._arrays[key] = np.load(self.files(*key)[0], mmap_mode="r")
             out.append(np.asarray(self._arrays[key][spec.slice_index], dtype=np.float32))
         return torch.from_numpy(np.stack(out)).to(device)

@@ -1,7 +1,7 @@
 """The one training loop: epochs of optimiser steps under an optional wall-clock budget.
 
 Fine-tuning (trainers/trainer.py) and self-supervised pretraining (pretraining/pretrainer.py) are both
-this loop; a subclass says what a batch is (`epoch_batches`, `_epoch_inputs`), what the loss is
+this loop; a subclass says what a batch is (`epoch_batches`, `epoch_inputs`), what the loss is
 (`compute_loss`), what happens after an epoch (`end_epoch`: evaluate, log, checkpoint) and at the end
 (`finish`). The loop owns the rest: AdamW with linear warm-up and polynomial decay, mixed precision,
 gradient clipping, DDP wrapping and rank shares, per-epoch seeding (a resumed run draws what an
@@ -14,7 +14,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from samunet.trainers.amp import autocast_factory, grad_scaler
+from samunet.models.amp import autocast_factory, grad_scaler
 from samunet.trainers.distributed import barrier
 from samunet.trainers.lr_schedule import warmup_poly
 
@@ -40,15 +40,15 @@ class EpochLoop:
         warmup = max(1, int(total * cfg.warmup_fraction))
         if cfg.time_budget_minutes is not None:  # total unknown until the first epoch is timed
             warmup = min(warmup, cfg.iters_per_epoch)
-        self.scheduler = warmup_poly(self.optimizer, total, warmup)
+        self.scheduler, self.lr_schedule = warmup_poly(self.optimizer, total, warmup)
         self.network = self._wrap(module)
 
     # --- what subclasses provide ---------------------------------------------------------------
     def epoch_batches(self, epoch):
-        """This rank's share of the epoch's batches (anything `_epoch_inputs` understands)."""
+        """This rank's share of the epoch's batches (anything `epoch_inputs` understands)."""
         raise NotImplementedError
 
-    def _epoch_inputs(self, batches):
+    def epoch_inputs(self, batches):
         """Yield (inputs, targets) on the device, one pair per batch."""
         raise NotImplementedError
 
@@ -78,7 +78,7 @@ class EpochLoop:
         return DistributedDataParallel(module, device_ids=ids,
                                        find_unused_parameters=getattr(self, "find_unused_parameters", False))
 
-    def _rank_share(self, batches):
+    def rank_share(self, batches):
         return [b[self.dist.rank :: self.dist.world_size] for b in batches]
 
     def train_step(self, inputs, targets):
@@ -115,7 +115,7 @@ class EpochLoop:
         batches = self.epoch_batches(epoch)
         losses = []
         bar = tqdm(total=len(batches), desc=f"epoch {epoch}", disable=not self.show_progress, leave=False)
-        for inputs, targets in self._epoch_inputs(batches):
+        for inputs, targets in self.epoch_inputs(batches):
             losses.append(self.train_step(inputs, targets))
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
             bar.update()
@@ -160,12 +160,9 @@ class EpochLoop:
             torch.distributed.broadcast(last, src=0)
         # never past the epoch the LR schedule was fitted to (its LR is 0 from there on), even when
         # later epochs ran faster than the first ones
-        schedule_last = -(-self.scheduler.lr_lambdas[0].total // self.cfg.iters_per_epoch) - 1
-        last = min(int(last.item()), schedule_last)
+        last = min(int(last.item()), self.lr_schedule.last_epoch(self.cfg.iters_per_epoch))
         if epoch == first and last > epoch:
-            schedule = self.scheduler.lr_lambdas[0]
-            schedule.total = (last + 1) * self.cfg.iters_per_epoch
-            schedule.warmup = min(schedule.warmup, max(1, int(schedule.total * self.cfg.warmup_fraction)))
+            self.lr_schedule.end_after((last + 1) * self.cfg.iters_per_epoch, self.cfg.warmup_fraction)
             if self.dist.is_main:
                 self.write_log(f"time budget: {last + 1} epochs fit; the LR decays to 0 by then")
         return last

@@ -10,6 +10,16 @@ class WarmupPoly:
         self.total = total_iterations
         self.warmup = warmup_iterations
 
+    def last_epoch(self, iters_per_epoch):
+        """The last epoch whose iterations the decay reaches (its LR is 0 after)."""
+        return -(-self.total // iters_per_epoch) - 1
+
+    def end_after(self, total_iterations, warmup_fraction):
+        """Decay to 0 after `total_iterations` instead (the time budget fits fewer epochs); the warm-up
+        shrinks with it when it would be more than `warmup_fraction` of the run."""
+        self.total = total_iterations
+        self.warmup = min(self.warmup, max(1, int(total_iterations * warmup_fraction)))
+
     def __call__(self, it):
         if it < self.warmup:
             return (it + 1) / self.warmup
@@ -18,4 +28,6 @@ class WarmupPoly:
 
 
 def warmup_poly(optimizer, total_iterations, warmup_iterations):
-    return LambdaLR(optimizer, WarmupPoly(total_iterations, warmup_iterations))
+    """(scheduler, its WarmupPoly): the loop steps the first and shortens the second."""
+    schedule = WarmupPoly(total_iterations, warmup_iterations)
+    return LambdaLR(optimizer, schedule), schedule

@@ -42,7 +42,7 @@ def collate_slices(items):
 
 
 class MappedCollate:
-    """Collate that also maps the batch to input tensors (trainers/input_mapping.py): used by CPU
+    """Collate that also maps the batch to input tensors (models/input_mapping.py): used by CPU
     training with worker processes, so that the resize runs there, beside the training step."""
 
     def __init__(self, mapper):

@@ -2,7 +2,8 @@
 
 Results go to $SAMUNET_RESULTS/DatasetXXX_Name/<strategy>__<backbone>[@pretrained][__prompts-<kind>]/fold_F/ (checkpoints, progress.png,
 training_log.txt, validation/summary.json), with the plan and dataset.json copied one level up.
-Multi-GPU (or multi-process CPU): `torchrun --nproc_per_node N -m samunet.trainers.run_training ...`.
+Multi-GPU (or multi-process CPU): `torchrun --nproc_per_node N -m samunet.run_training ...`.
+Training (trainers/) is followed by the fold's final validation (fold_validation.py, on the main process).
 """
 import argparse
 import contextlib
@@ -11,20 +12,20 @@ from samunet.cli_types import fraction, int_at_least, non_negative_float, positi
 from samunet.device import resolve_device
 from samunet.errors import SamunetError, cli_entry
 from samunet.file_io import folder_lock
-from samunet.planners.experiment_planner import PLANS_FILE
-from samunet.planners.plan_file import read_plan
+from samunet.fold_validation import validate_fold
+from samunet.layout import PLANS_FILE, VALIDATION_FOLDER, configuration_name, fold_folder, pretrained_encoder_folder
+from samunet.models.amp import default_amp
 from samunet.models.backbone_registry import NORMALIZATIONS
 from samunet.models.heads import HEADS
-from samunet.models.strategies import STRATEGIES
 from samunet.models.pretrained_encoder import read_description
-from samunet.paths import (configuration_name, find_preprocessed_dataset, find_raw_dataset,
-                           pretrained_encoder_folder, results_root)
+from samunet.models.strategies import STRATEGIES
+from samunet.paths import find_preprocessed_dataset, find_raw_dataset, results_root
+from samunet.planners.plan_file import read_plan
 from samunet.prompts.derivation import KINDS
 from samunet.synthesis.methods import DEFAULT_METHOD, METHODS
 from samunet.synthesis.synthetic_set import synthesize_set
-from samunet.trainers.amp import default_amp
 from samunet.trainers.distributed import init_distributed, shutdown
-from samunet.trainers.trainer import TrainConfig, copy_run_description, trainer_class
+from samunet.trainers.trainer import SamTrainer, TrainConfig, copy_run_description
 
 
 def build_parser():
@@ -116,14 +117,14 @@ def train(args, show_progress=True):
         pretrained = pretrained_encoder_folder(results_root() / preprocessed.name, args.pretrained)
         read_description(pretrained)  # exists and is complete: one line now rather than after the set-up
     configuration = results_root() / preprocessed.name / configuration_name(args.strategy, backbone, args.pretrained, args.prompts)
-    output = configuration / f"fold_{args.fold}"
+    output = fold_folder(configuration, args.fold)
     latest, final = output / "checkpoint_latest.pth", output / "checkpoint_final.pth"
     validate_only = args.val
     if args.val:
         if not final.is_file():
             raise SamunetError(f"{final}: not trained yet (no final checkpoint)")
     elif args.c and final.is_file() and not latest.is_file():
-        if (output / "validation" / "summary.json").is_file():
+        if (output / VALIDATION_FOLDER / "summary.json").is_file():
             print(f"{output}: training already finished")
             return None
         print(f"{output}: training finished; running its final validation, which did not complete")
@@ -142,29 +143,34 @@ def train(args, show_progress=True):
                 synthesize_set(find_raw_dataset(args.dataset), preprocessed, plan, args.fold, args.num_train_cases,
                                args.synthesis, num_processes=max(1, args.np),
                                show_progress=show_progress and dist_info.is_main)
-            cls = trainer_class(args.strategy, config.use_cache)
-            trainer = cls(config, preprocessed, output, device, dist_info, base_checkpoint=args.checkpoint,
-                          show_progress=show_progress, pretrained_encoder=pretrained)
+            trainer = SamTrainer(config, preprocessed, output, device, dist_info, base_checkpoint=args.checkpoint,
+                                 show_progress=show_progress, pretrained_encoder=pretrained)
             if dist_info.is_main:
                 copy_run_description(preprocessed, configuration)
                 encoder = f" with pretrained encoder {args.pretrained}" if args.pretrained else ""
                 synthetic = (f" + {len(trainer.synthetic.case_ids)} synthetic ({args.synthesis}, "
                              f"{config.synthetic_fraction:g} of the slices)" if trainer.synthetic else "")
                 prompted = f", prompted ({args.prompts})" if args.prompts else ""
-                trainer.write_log(f"{cls.__name__}: {args.strategy}{prompted} on {backbone}{encoder}, fold {args.fold}, device {device}, "
+                trainer.write_log(f"{type(trainer.inputs).__name__}: {args.strategy}{prompted} on {backbone}{encoder}, fold {args.fold}, device {device}, "
                                   f"amp {config.amp}, batch {trainer.batch_size}, {len(trainer.train_cases)} training cases"
                                   f"{synthetic}")
             if validate_only:
                 trainer.load(final)
-                summary = trainer.write_validation_summary() if dist_info.is_main else None
-                return summary
+                return final_validation(trainer) if dist_info.is_main else None
             if args.c and latest.is_file():
                 trainer.load(latest)
                 trainer.write_log(f"continuing from {latest} at epoch {trainer.start_epoch}")
             trainer.run()
+            if dist_info.is_main:
+                final_validation(trainer)
             return trainer
     finally:
         shutdown(dist_info)
+
+
+def final_validation(trainer):
+    return validate_fold(trainer.model, trainer.preprocessed, trainer.val_cases, trainer.output, trainer.device,
+                         trainer.cfg.amp, trainer.batch_size, trainer.show_progress, trainer.write_log)
 
 
 @cli_entry
