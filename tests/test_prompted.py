@@ -10,6 +10,8 @@ from samunet.file_io import read_json, write_json
 from samunet.imageio import read_image, write_image
 from samunet.inference.predict_cli import main as predict
 from samunet.inference.predict_cli import main_from_modelfolder
+from samunet.inference.prompt_sources import MODEL_MASK_GROWTH
+from samunet.inference.prompted_predictor import PromptedPredictor
 from samunet.prompts.make_prompts_cli import main as make_prompts
 from samunet.run_training import train
 
@@ -80,6 +82,8 @@ def test_prediction_from_a_prompts_file_a_mask_folder_and_auto(prompted, env, tm
         assert f"model: {MODEL}, folds 0 (the only trained prompted configuration)" in printed
         info = read_json(out / "prediction_info.json")
         assert info["prompts"]["provenance"] == expected[name]
+        # boxes from masks grow by half the training jitter, from a model's own masks by more
+        assert info["prompts"].get("box_growth") == {"file": None, "folder": 0.5, "auto": MODEL_MASK_GROWTH}[name]
         for case_id in _case_ids(images):
             pred, _ = read_image(out / f"{case_id}.nii.gz")
             assert pred.shape == read_image(labels / f"{case_id}.nii.gz")[0].shape
@@ -103,6 +107,16 @@ def test_prediction_from_a_prompts_file_a_mask_folder_and_auto(prompted, env, tm
     one_line_error(capsys, predict, ["-i", str(images), "-o", str(tmp_path / "relabelled"), "--prompts",
                                      str(tmp_path / "file"), "--prompt-provenance", "user"],
                    "predicted from ground-truth prompts")
+    one_line_error(capsys, predict, ["-i", str(images), "-o", str(tmp_path / "grown"), "--prompts", str(prompts_file),
+                                     "--box-growth", "1"], "prompts.json: a prompts file gives its boxes as they are")
+    # the growth: each side of a mask's box moves out by growth x the training jitter
+    predictor = PromptedPredictor.from_model_folder([env.results / MODEL], ["0"])
+    seg = np.zeros((3, 30, 30), np.int64)
+    seg[1, 10:20, 12:18] = 1
+    tight, grown = (predictor.prompts_from_mask(seg, growth)[0].box for growth in (0.5, MODEL_MASK_GROWTH))
+    jitter = predictor.rule.jitter(6, predictor.mapper.size)
+    assert grown[0] < tight[0] and grown[2] > tight[2]
+    assert tight[0] - grown[0] == pytest.approx((MODEL_MASK_GROWTH - 0.5) * jitter)
 
 
 def test_an_empty_mask_prompts_nothing_and_gives_background(prompted, tmp_path):

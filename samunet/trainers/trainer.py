@@ -88,9 +88,9 @@ class SamTrainer(EpochLoop):
         self.preprocessed = Path(preprocessed_folder)
         self.output = Path(output_folder)
         self.show_progress = show_progress and dist_info.is_main
-        self.fold = read_fold_data(config, self.preprocessed)
-        self.plan, self.dataset_json, self.data_folder = self.fold.plan, self.fold.dataset_json, self.fold.data_folder
-        self.train_cases, self.val_cases, self.synthetic = self.fold.train_cases, self.fold.val_cases, self.fold.synthetic
+        data = self.fold_data = read_fold_data(config, self.preprocessed)
+        self.plan, self.dataset_json, self.data_folder = data.plan, data.dataset_json, data.data_folder
+        self.train_cases, self.val_cases, self.synthetic = data.train_cases, data.val_cases, data.synthetic
         plan = PlanView(self.plan, self.preprocessed / PLANS_FILE)
         backbone_plan = plan.backbone(config.backbone)
         self.batch_size = config.batch_size or backbone_plan["batch_size"]
@@ -128,7 +128,7 @@ class SamTrainer(EpochLoop):
         return plan.normalization_fields(self.cfg.backbone)
 
     def other_folders(self):
-        return self.fold.other_folders()
+        return self.fold_data.other_folders()
 
     def trained_module(self):
         return self.inputs.trained_module()
