@@ -10,6 +10,7 @@ from samunet.errors import SamunetError
 from samunet.evaluation.find_best_configuration import main as find_best
 from samunet.file_io import read_json
 from samunet.inference.predict_cli import main as predict
+from samunet.models.backbone_registry import NORMALIZATIONS
 from samunet.models.backbones import build_backbone
 from samunet.models.build import build_model
 from samunet.models.export import main as export
@@ -22,7 +23,7 @@ from samunet.pretraining.pretrain_cli import build_parser, pretrain
 from samunet.run_training import main as samunet_train
 from samunet.run_training import train
 
-from training_helpers import prepare_dataset, train_args
+from training_helpers import one_line_error, prepare_dataset, train_args
 
 DATASET = "Dataset990_Synthetic"
 
@@ -231,3 +232,18 @@ def test_a_pretrained_encoder_refuses_other_base_weights_and_sizes(make_dataset,
     (folder / "encoder.json").write_text(json.dumps(dict(description, base_weights="random-seed-1")))
     with pytest.raises(SamunetError, match="pretrained for base_weights 'random-seed-1'"):
         build_model("tiny", "decoder", 2, input_size=64, pretrained_encoder=folder)
+
+
+def test_a_pretrained_encoder_is_fed_as_it_was_pretrained(make_dataset, env, capsys):
+    """encoder.json records the input normalisation pretraining used; fine-tuning with another one is refused."""
+    prepare_dataset(make_dataset, env)
+    pretrain(pretrain_args("--epochs", "1", "--input-normalization", "sam", "--name", "sam_fed"), show_progress=False)
+    folder = pretrained_folder(env, "sam_fed")
+    sam = NORMALIZATIONS["sam"].fields()
+    assert json.loads((folder / "encoder.json").read_text())["input_normalization"] == sam
+    with pytest.raises(SamunetError, match="pretrained on inputs normalised as .*255.*, this model is fed .*"):
+        build_model("tiny", "decoder", 2, input_size=64, pretrained_encoder=folder)  # tiny's own: unit
+    model = build_model("tiny", "decoder", 2, input_size=64, pretrained_encoder=folder, normalization=sam)
+    assert model.metadata["input_range"] == [0.0, 255.0]
+    one_line_error(capsys, samunet_train, ["990", "decoder", "0", "-b", "tiny", "--pretrained", "sam_fed", "-np", "0"],
+                   "encoder.json: pretrained on inputs normalised as")

@@ -17,7 +17,7 @@ from samunet.file_io import folder_lock
 from samunet.layout import PLANS_FILE, pretrained_encoder_folder
 from samunet.models.pretrained_encoder import DESCRIPTION_FILE
 from samunet.paths import find_preprocessed_dataset, find_raw_dataset, results_root
-from samunet.models.backbone_registry import BACKBONES
+from samunet.models.backbone_registry import BACKBONES, NORMALIZATIONS
 from samunet.planners.plan_file import read_plan
 from samunet.pretraining.pretrainer import TUNE_MODES, PretrainConfig, Pretrainer
 from samunet.preprocessing.unlabelled_images import prepare_unlabelled_images
@@ -42,7 +42,9 @@ def build_parser():
                                             "dataset's images (labels unused).")
     p.add_argument("dataset", help="dataset id, e.g. 501")
     p.add_argument("-b", "--backbone", default=None, help="backbone (default: the plan's default_backbone)")
-    p.add_argument("--checkpoint", default=None, help="base SAM weights file for vit_* / mobile_sam")
+    p.add_argument("--checkpoint", default=None, help="base weights file (vit_*, medsam, sam_med2d, mobile_sam)")
+    p.add_argument("--input-normalization", choices=list(NORMALIZATIONS), default=None,
+                   help="as samunet_train's: how the --checkpoint's authors fed images (default: the plan's entry)")
     p.add_argument("--extra-images", nargs="+", default=[], metavar="FOLDER",
                    help="more folders of unlabelled volumes named {case}_0000<file_ending> (the plan's channels)")
     p.add_argument("--tune", choices=TUNE_MODES, default="full",
@@ -89,7 +91,8 @@ def pretrain(args, show_progress=True):
     config = PretrainConfig(backbone=backbone, tune=args.tune, mask_ratio=args.mask_ratio, epochs=epochs,
                             iters_per_epoch=args.iters_per_epoch, batch_size=args.batch_size, lr=args.lr,
                             amp=args.amp or default_amp(device), seed=args.seed,
-                            time_budget_minutes=args.time_budget, lora_rank=args.lora_rank)
+                            time_budget_minutes=args.time_budget, lora_rank=args.lora_rank,
+                            input_normalization=args.input_normalization)
     dist_info = init_distributed(device)
     try:
         with contextlib.ExitStack() as lock:

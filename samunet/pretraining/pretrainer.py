@@ -25,7 +25,7 @@ from samunet.models.build import ENCODER_LORA_TARGETS
 from samunet.models.lora import add_lora, merge_lora
 from samunet.models.pretrained_encoder import save_pretrained_encoder
 from samunet.models.torch_files import load_torch, save_torch
-from samunet.models.backbone_registry import BACKBONES, normalization_from_fields
+from samunet.models.backbone_registry import BACKBONES, NORMALIZATIONS, normalization_from_fields
 from samunet.pretraining.masking import random_patch_masks
 from samunet.pretraining.objectives import build_objective
 from samunet.pretraining.pictures import write_reconstructions
@@ -62,6 +62,7 @@ class PretrainConfig:
     lora_alpha: float = 4.0
     adapter_ratio: float = 0.25
     monitor_slices: int = 32
+    input_normalization: str = None  # a name in NORMALIZATIONS; None: the plan's backbone entry
 
     def learning_rate(self):
         if self.lr is not None:
@@ -97,7 +98,8 @@ class Pretrainer(EpochLoop):
         self._select_trainable()
         self.objective.to(device)
         # fed as fine-tuning feeds it: the plan's normalisation for this backbone (recorded in encoder.json)
-        self.normalization = normalization_from_fields(view.normalization_fields(config.backbone))
+        self.normalization = (NORMALIZATIONS[config.input_normalization] if config.input_normalization
+                              else normalization_from_fields(view.normalization_fields(config.backbone)))
         self.mapper = InputMapper(view.windows, self.normalization.input_range,
                                   self.parts.input_size, device)
         self.pixel_mean = torch.tensor(self.normalization.pixel_mean, device=device).view(1, 3, 1, 1)
