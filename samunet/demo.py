@@ -21,6 +21,7 @@ from samunet.file_io import copy_file, write_json
 from samunet.inference.predict_cli import predict_folder
 from samunet.inference.predictor import SlicePredictor
 from samunet.layout import PLANS_FILE, SPLITS_FILE, configuration_name
+from samunet.models.amp import default_amp
 from samunet.models.strategies import STRATEGIES
 from samunet.paths import PREPROCESSED_VAR, RAW_VAR, RESULTS_VAR, parse_dataset_id
 from samunet.planners.cli import run_fingerprint, run_planning
@@ -29,7 +30,6 @@ from samunet.preprocessing.preprocess_dataset import preprocess_dataset
 from samunet.pretraining.pretrain_cli import build_parser as build_pretrain_parser
 from samunet.pretraining.pretrain_cli import pretrain
 from samunet.raw_dataset import load_raw_dataset
-from samunet.models.amp import default_amp
 from samunet.run_training import build_parser as build_train_parser
 from samunet.run_training import train
 

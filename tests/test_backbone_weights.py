@@ -8,10 +8,10 @@ from samunet.errors import SamunetError
 from samunet.models.backbone_registry import NORMALIZATIONS
 from samunet.models.backbones import build_architecture, build_backbone
 from samunet.models.build import build_model
+from samunet.models.input_mapping import InputMapper
 from samunet.models.sam_med2d_adapter import to_file_keys
 from samunet.models.strategies_cli import main as samunet_strategies
 from samunet.models.weights import sha256_of
-from samunet.models.input_mapping import InputMapper
 
 SMALL = 256  # the ViT-B files are loaded at 256 (position tables resized) to keep the tests quick
 

@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pytest
 
+from samunet.cropping import bounding_box, nonzero_mask
 from samunet.file_io import read_json
 from samunet.imageio import read_image
 from samunet.models.backbone_registry import BACKBONES
@@ -10,7 +11,6 @@ from samunet.planners.backbone_sizing import batch_size_for
 from samunet.planners.cli import run_fingerprint, run_planning
 from samunet.planners.experiment_planner import plan_experiment, target_spacing_3d
 from samunet.planners.splits import make_splits
-from samunet.cropping import bounding_box, nonzero_mask
 from samunet.raw_dataset import load_raw_dataset
 
 

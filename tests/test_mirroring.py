@@ -9,8 +9,8 @@ import torch
 from samunet.file_io import read_json
 from samunet.inference.predict_cli import main as predict
 from samunet.inference.predictor import SlicePredictor
-from samunet.trainers.distributed import DistInfo
 from samunet.run_training import train
+from samunet.trainers.distributed import DistInfo
 from samunet.trainers.trainer import SamTrainer, TrainConfig
 
 from training_helpers import prepare_dataset, train_args

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from samunet.evaluation.evaluate_cli import main as evaluate
 from samunet.errors import SamunetError
+from samunet.evaluation.evaluate_cli import main as evaluate
 from samunet.file_io import read_json
 from samunet.image_folder import find_image_cases
 from samunet.imageio import read_image

@@ -9,9 +9,9 @@ import torch
 from samunet.dataset_conversion.convert_msd import main as convert_msd
 from samunet.planners.cli import run_fingerprint, run_planning
 from samunet.planners.plan_file import read_plan
+from samunet.preprocessing.unlabelled_images import prepare_unlabelled_images
 from samunet.pretraining.pretrain_cli import build_parser, pretrain
 from samunet.pretraining.pretrainer import Pretrainer
-from samunet.preprocessing.unlabelled_images import prepare_unlabelled_images
 from samunet.trainers.slice_dataset import SliceDataset
 from samunet.trainers.slice_sampler import SliceSpec
 

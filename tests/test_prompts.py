@@ -6,11 +6,11 @@ import pytest
 from samunet.errors import SamunetError
 from samunet.file_io import write_json
 from samunet.imageio import Geometry
+from samunet.models.input_mapping import InputMapper
 from samunet.preprocessing.preprocess_case import labels_like_case, preprocess_case
 from samunet.prompts.derivation import PromptRule, parse_jitter, prompts_from_labels
 from samunet.prompts.mapping import class_prompts
 from samunet.prompts.prompt_file import PromptFile, prompt_file_content
-from samunet.models.input_mapping import InputMapper
 
 
 def _labels():

@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 import torch
 
+from samunet import run_training
 from samunet.dataset_conversion.convert_2d_images import main as convert_2d
 from samunet.dataset_conversion.convert_msd import main as convert_msd
 from samunet.evaluation.evaluate_cli import main as evaluate
 from samunet.file_io import is_temporary, read_json, write_json
 from samunet.imageio import Geometry, read_image, write_image
 from samunet.inference.predict_cli import main as predict
-from samunet import run_training
 from samunet.preprocessing.storage import case_files
 from samunet.run_training import main as samunet_train
 from samunet.run_training import train

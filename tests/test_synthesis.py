@@ -9,14 +9,14 @@ from samunet.file_io import read_json, write_json
 from samunet.inference.predict_cli import main as predict
 from samunet.preprocessing import storage
 from samunet.preprocessing.storage import load_case, load_properties
+from samunet.run_training import main as samunet_train
+from samunet.run_training import train
 from samunet.synthesis.label_fusion import agreement, foreground_dice, fuse_labels
 from samunet.synthesis.methods import copy_paste, registration
 from samunet.synthesis.quality import sampling_weights
 from samunet.synthesis.synthesize_cli import main as samunet_synthesize
 from samunet.synthesis.synthetic_set import SyntheticSet, read_synthetic_set, synthesize_set
 from samunet.synthesis.volumes import Volume
-from samunet.run_training import main as samunet_train
-from samunet.run_training import train
 from samunet.trainers.slice_sampler import SliceSampler
 
 from training_helpers import prepare_dataset, train_args

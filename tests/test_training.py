@@ -11,11 +11,11 @@ from samunet.file_io import read_json, write_json
 from samunet.inference.predictor import SlicePredictor
 from samunet.models.backbone_registry import NORMALIZATIONS
 from samunet.models.strategies import STRATEGIES
-from samunet.trainers.distributed import DistInfo
-from samunet.trainers.loss import ce_dice_loss
 from samunet.run_training import main as samunet_train
 from samunet.run_training import final_validation, train
+from samunet.trainers.distributed import DistInfo
 from samunet.trainers.encoder_inputs import CachedInputs, EncodedInputs, ImageInputs, encoder_inputs_for
+from samunet.trainers.loss import ce_dice_loss
 from samunet.trainers.trainer import SamTrainer, TrainConfig
 
 from training_helpers import prepare_dataset, train_args

@@ -16,8 +16,8 @@ from samunet.dataset_integrity import geometry_problems
 from samunet.device import resolve_device
 from samunet.errors import SamunetError, cli_entry
 from samunet.file_io import remove_temporaries, write_json
-from samunet.imageio import read_image
 from samunet.image_folder import find_image_cases
+from samunet.imageio import read_image
 from samunet.inference.model_selection import resolve_model, trained_folds
 from samunet.inference.prediction_info import INFO_FILE, NO_PROMPTS
 from samunet.inference.predictor import SlicePredictor
@@ -25,9 +25,9 @@ from samunet.inference.prompt_sources import prompt_source
 from samunet.inference.prompted_predictor import PromptedPredictor
 from samunet.inference.write_prediction import restore_and_write
 from samunet.layout import PLANS_FILE
+from samunet.models.amp import default_amp
 from samunet.preprocessing.preprocess_case import preprocess_case
 from samunet.prompts.prompt_file import PROVENANCES
-from samunet.models.amp import default_amp
 
 
 def _read_and_preprocess(job):

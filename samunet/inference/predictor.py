@@ -16,13 +16,13 @@ from samunet.errors import SamunetError
 from samunet.file_io import read_json
 from samunet.inference.mirroring import allowed_mirroring_axes, tensor_flips, warn_if_unrecorded
 from samunet.layout import PLANS_FILE, configuration_name, fold_folder
+from samunet.models.amp import amp_dtype, autocast_factory
 from samunet.models.build import PROMPTS_KEY
 from samunet.models.checkpoint import load_model
 from samunet.models.inference_precision import for_inference
+from samunet.models.input_mapping import InputMapper
 from samunet.models.pretrained_encoder import METADATA_KEY as PRETRAINED_KEY
 from samunet.planners.plan_file import PlanView, read_plan
-from samunet.models.amp import amp_dtype, autocast_factory
-from samunet.models.input_mapping import InputMapper
 
 
 def _nearest_inverse(small, large, device):

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from samunet.errors import SamunetError
-from samunet.models.build import PROMPTS_KEY
 from samunet.inference.predictor import SlicePredictor, resize_probabilities
+from samunet.models.build import PROMPTS_KEY
 from samunet.prompts.derivation import MEAN_GROWTH, PromptRule, prompts_from_labels
 from samunet.prompts.tensors import class_probabilities, in_prompt_order, prompt_groups
 

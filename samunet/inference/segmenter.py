@@ -24,10 +24,10 @@ from samunet.imageio import from_sitk, read_image, to_sitk
 from samunet.inference.model_selection import trained_folds
 from samunet.inference.prompted_predictor import PromptedPredictor
 from samunet.inference.write_prediction import restored_labels
+from samunet.models.amp import default_amp
 from samunet.preprocessing.preprocess_case import preprocess_case
 from samunet.prompts.mapping import class_prompts
 from samunet.prompts.prompt_file import FORMAT, PromptFile
-from samunet.models.amp import default_amp
 
 
 class Segmenter:

@@ -14,10 +14,10 @@ Prompt encoders and mask decoders are always segment_anything's own classes. A w
 read from its tensor shapes (width, adapters, encoder kind) and must be the one asked for.
 """
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
-from functools import partial
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, TwoWayTransformer
 
 from samunet.errors import SamunetError

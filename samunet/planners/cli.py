@@ -7,8 +7,8 @@ from samunet.dataset_integrity import check_headers, verify_dataset_integrity
 from samunet.errors import SamunetError, cli_entry
 from samunet.file_io import copy_file, folder_lock, read_json, write_json
 from samunet.layout import FINGERPRINT_FILE, PLANS_FILE, SPLITS_FILE
-from samunet.paths import find_raw_dataset, preprocessed_root
 from samunet.parallel import add_num_processes_argument
+from samunet.paths import find_raw_dataset, preprocessed_root
 from samunet.planners.backbone_sizing import DEFAULT_GPU_MEMORY_GB
 from samunet.planners.experiment_planner import plan_experiment
 from samunet.planners.fingerprint import extract_fingerprint

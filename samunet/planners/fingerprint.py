@@ -5,9 +5,9 @@ total budget of 1e7 voxels instead of nnU-Net's 1e8: the percentiles are as stab
 """
 import numpy as np
 
+from samunet.cropping import bounding_box, crop_to_box, nonzero_mask
 from samunet.dataset_integrity import read_checked_case
 from samunet.parallel import map_with_progress
-from samunet.cropping import bounding_box, crop_to_box, nonzero_mask
 
 TOTAL_FOREGROUND_SAMPLES = 10_000_000
 SAMPLING_SEED = 1234

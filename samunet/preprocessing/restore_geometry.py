@@ -5,8 +5,8 @@ original (z, y, x) array order; write it with `original_geometry(properties)`.
 """
 import numpy as np
 
-from samunet.imageio import Geometry
 from samunet.cropping import paste_into
+from samunet.imageio import Geometry
 from samunet.preprocessing.resampling import resample_labels, resample_probabilities
 
 

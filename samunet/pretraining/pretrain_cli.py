@@ -15,13 +15,13 @@ from samunet.device import resolve_device
 from samunet.errors import SamunetError, cli_entry
 from samunet.file_io import folder_lock
 from samunet.layout import PLANS_FILE, pretrained_encoder_folder
+from samunet.models.amp import default_amp
+from samunet.models.backbone_registry import BACKBONES, NORMALIZATIONS
 from samunet.models.pretrained_encoder import DESCRIPTION_FILE
 from samunet.paths import find_preprocessed_dataset, find_raw_dataset, results_root
-from samunet.models.backbone_registry import BACKBONES, NORMALIZATIONS
 from samunet.planners.plan_file import read_plan
-from samunet.pretraining.pretrainer import TUNE_MODES, PretrainConfig, Pretrainer
 from samunet.preprocessing.unlabelled_images import prepare_unlabelled_images
-from samunet.models.amp import default_amp
+from samunet.pretraining.pretrainer import TUNE_MODES, PretrainConfig, Pretrainer
 from samunet.trainers.distributed import barrier, init_distributed, shutdown
 
 BUDGET_EPOCHS = 1000  # with --time-budget and no --epochs: the budget decides

@@ -20,18 +20,18 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from samunet import __version__
 from samunet.errors import SamunetError
 from samunet.models.adapters import add_encoder_adapters
+from samunet.models.backbone_registry import BACKBONES, NORMALIZATIONS, normalization_from_fields
 from samunet.models.backbones import build_backbone
 from samunet.models.build import ENCODER_LORA_TARGETS
+from samunet.models.input_mapping import InputMapper
 from samunet.models.lora import add_lora, merge_lora
 from samunet.models.pretrained_encoder import save_pretrained_encoder
 from samunet.models.torch_files import load_torch, save_torch
-from samunet.models.backbone_registry import BACKBONES, NORMALIZATIONS, normalization_from_fields
+from samunet.planners.plan_file import PlanView
 from samunet.pretraining.masking import random_patch_masks
 from samunet.pretraining.objectives import build_objective
 from samunet.pretraining.pictures import write_reconstructions
 from samunet.trainers.epoch_loop import EpochLoop
-from samunet.models.input_mapping import InputMapper
-from samunet.planners.plan_file import PlanView
 from samunet.trainers.progress import plot_curves
 from samunet.trainers.slice_dataset import SliceDataset
 from samunet.trainers.slice_sampler import SliceSampler, SliceSpec
