@@ -118,10 +118,6 @@ class PlanView:
         """Per channel [lo, hi] in normalised units, mapped to [0, 1] before the encoder."""
         return self._plan["intensity_mapping"]["window_per_channel"]
 
-    @property
-    def data_identifier(self):
-        return self._plan["data_identifier"]
-
     def backbone(self, name):
         """The backbone's entry: input_size, batch_size, input normalisation (a copy)."""
         if name not in self._plan["backbones"]:
