@@ -30,10 +30,11 @@ from samunet.models.inference_precision import (
 )
 from samunet.preprocessing.storage import load_case
 from samunet.models.input_mapping import InputMapper
+from samunet.planners.plan_file import PlanView
 
 
 def slices(pre, plan, cases, size):
-    mapper = InputMapper(plan["intensity_mapping"]["window_per_channel"], (0, 1), size, torch.device("cpu"))
+    mapper = InputMapper(PlanView(plan).windows, PlanView(plan).encoder_input, (0, 1), size, torch.device("cpu"))
     data_folder = pre / plan["data_identifier"]
     out = []
     for case in cases:

@@ -84,6 +84,22 @@ def set_up(work, env, nnunet=True):
     return images, labels
 
 
+def open_work(work, results_name):
+    """For the scripts that train samunet only: WORK set up (converted, planned, preprocessed, the test
+    cases copied out) and the script's results file -> (work, env, images, labels, results path, results)."""
+    work = work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    env = environment(work)
+    images, labels = set_up(work, env, nnunet=False)
+    out = work / results_name
+    return work, env, images, labels, out, json.loads(out.read_text()) if out.is_file() else {}
+
+
+def save(out, results):
+    out.with_suffix(".tmp").write_text(json.dumps(results, indent=1))
+    os.replace(out.with_suffix(".tmp"), out)
+
+
 def evaluate(labels, predictions):
     from samunet.evaluation.evaluate_cli import evaluate_folders
 
@@ -103,13 +119,13 @@ def schedule(spec, schedules):
 def arm_rows(results, prefix, seeds, arms, baseline):
     """The table rows of one strategy and case count: for each arm whose runs `{prefix}_s{seed}_{arm}` all
     exist, (arm, runs, "mean (per seed)" test Dice, mean HD95, Dice points against the `baseline` arm)."""
-    means = {}
+    runs_of = {arm: [results.get(f"{prefix}_s{s}_{arm}") for s in seeds] for arm in arms}
+    means = {arm: sum(r["test"]["mean"]["Dice"] for r in runs) / len(runs) for arm, runs in runs_of.items() if all(runs)}
     for arm in arms:
-        runs = [results.get(f"{prefix}_s{s}_{arm}") for s in seeds]
+        runs = runs_of[arm]
         if not all(runs):
             continue
         dice = [r["test"]["mean"]["Dice"] for r in runs]
-        means[arm] = sum(dice) / len(dice)
         delta = f"{100 * (means[arm] - means[baseline]):+.1f}" if baseline in means and arm != baseline else ""
         yield (arm, runs, f"{means[arm]:.3f} ({' / '.join(f'{d:.3f}' for d in dice)})",
                sum(r["test"]["mean"]["HD95"] for r in runs) / len(runs), delta)

@@ -28,6 +28,7 @@ from samunet.models.build import build_model
 from samunet.models.inference_precision import for_inference
 from samunet.preprocessing.storage import load_case
 from samunet.models.input_mapping import InputMapper
+from samunet.planners.plan_file import PlanView
 from samunet.trainers.loss import ce_dice_loss
 from samunet.trainers.lr_schedule import warmup_poly
 
@@ -46,7 +47,7 @@ def run(size, pre, train_cases, test_cases, iters, seed):
     plan = read_json(pre / "samunet_plans.json")
     data_folder = pre / plan["data_identifier"]
     model = build_model("litemedsam", "decoder", 2, input_size=size)
-    mapper = InputMapper(plan["intensity_mapping"]["window_per_channel"], (0, 1), size, torch.device("cpu"))
+    mapper = InputMapper(PlanView(plan).windows, PlanView(plan).encoder_input, (0, 1), size, torch.device("cpu"))
     encoder = for_inference(copy.deepcopy(model), torch.bfloat16)
     start = time.perf_counter()
     train = embed_cases(encoder, mapper, data_folder, train_cases)

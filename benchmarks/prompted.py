@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hippocampus import arm_rows, environment, evaluate, log, run, schedule, set_up, split  # noqa: E402
+from hippocampus import arm_rows, evaluate, log, open_work, run, save, schedule, split  # noqa: E402
 
 SCHEDULES = {"decoder": (20, 25), "lora_both": (25, 10)}  # (epochs, iterations per epoch), batch 8
 DATASET = "Dataset501_Hippocampus"
@@ -113,11 +113,6 @@ def table(results, strategies, counts):
     return "\n".join(lines)
 
 
-def save(out, results):
-    out.with_suffix(".tmp").write_text(json.dumps(results, indent=1))
-    os.replace(out.with_suffix(".tmp"), out)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True)
@@ -126,16 +121,11 @@ def main():
     parser.add_argument("--counts", nargs="+", type=int, default=[1, 5, 191])
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
     args = parser.parse_args()
-    work = args.work.resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    env = environment(work)
-    images, labels = set_up(work, env, nnunet=False)
+    work, env, images, labels, out, results = open_work(args.work, "prompted.json")
     write_split(work)
     prompts = work / "test_prompts.json"
     if not prompts.is_file():
         run(["samunet_make_prompts", labels, "-o", prompts], env, work / "make_prompts.log")
-    out = work / "prompted.json"
-    results = json.loads(out.read_text()) if out.is_file() else {}
     if "zero_shot" not in results:
         results["zero_shot"] = zero_shot(work, env, images, labels, prompts)
         log(f"zero-shot: test Dice {results['zero_shot']['test']['mean']['Dice']:.3f}")

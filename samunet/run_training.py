@@ -44,8 +44,10 @@ def build_parser():
                    help="start from the encoder samunet_pretrain made under this name (results go to "
                         "<strategy>__<backbone>@NAME)")
     p.add_argument("--epochs", type=int_at_least(1), default=50)
-    p.add_argument("--iters-per-epoch", type=int_at_least(1), default=250)
-    p.add_argument("--batch-size", type=int_at_least(1), default=None, help="default: the plan's for this backbone")
+    p.add_argument("--iters-per-epoch", type=int_at_least(1), default=None,
+                   help="default: one pass over the training slices, at least 25 and at most 250")
+    p.add_argument("--batch-size", type=int_at_least(1), default=None,
+                   help="default: the plan's for this backbone, batch_size on a GPU, cpu_batch_size on a CPU")
     p.add_argument("--lr", type=positive_float, default=None, help="peak learning rate (default 5e-4; 1e-4 for 'full')")
     p.add_argument("--num-train-cases", type=int_at_least(1), default=None,
                    help="few-shot: train on the first N cases of the fold's training split")
@@ -152,7 +154,8 @@ def train(args, show_progress=True):
                              f"{config.synthetic_fraction:g} of the slices)" if trainer.synthetic else "")
                 prompted = f", prompted ({args.prompts})" if args.prompts else ""
                 trainer.write_log(f"{type(trainer.inputs).__name__}: {args.strategy}{prompted} on {backbone}{encoder}, fold {args.fold}, device {device}, "
-                                  f"amp {config.amp}, batch {trainer.batch_size}, {len(trainer.train_cases)} training cases"
+                                  f"amp {config.amp}, batch {trainer.batch_size}, {trainer.cfg.iters_per_epoch} iterations per epoch, "
+                                  f"{len(trainer.train_cases)} training cases"
                                   f"{synthetic}")
             if validate_only:
                 trainer.load(final)

@@ -8,7 +8,7 @@ from samunet.errors import SamunetError
 from samunet.models.backbone_registry import NORMALIZATIONS
 from samunet.models.backbones import build_architecture, build_backbone
 from samunet.models.build import build_model
-from samunet.models.input_mapping import InputMapper
+from samunet.models.input_mapping import EncoderInput, InputMapper
 from samunet.models.sam_med2d_adapter import to_file_keys
 from samunet.models.strategies_cli import main as samunet_strategies
 from samunet.models.weights import sha256_of
@@ -45,7 +45,7 @@ def _encoder_input(model, image01):
     """What the encoder's first layer receives for a slice whose windowed values are `image01` (in [0, 1])."""
     seen = []
     handle = model.encoder.patch_embed.register_forward_hook(lambda m, args, out: seen.append(args[0]))
-    mapper = InputMapper([[0.0, 1.0]], model.metadata["input_range"], model.input_size, "cpu")
+    mapper = InputMapper([[0.0, 1.0]], EncoderInput.default(1), model.metadata["input_range"], model.input_size, "cpu")
     with torch.no_grad():
         model.encode(mapper.images([image01[None].numpy()]))
     handle.remove()

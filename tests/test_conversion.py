@@ -107,9 +107,10 @@ def test_png_folder_becomes_pseudo_3d_dataset(env, tmp_path, rgb):
     label, _ = read_image(folder / "labelsTr" / "img1.nii.gz")
     assert set(np.unique(label)) == {0, 1} and label.shape == (1, 30, 40)
 
-    plan_and_preprocess(["-d", "700", "-np", "1"])
+    plan_and_preprocess(["-d", "700", "-np", "1", "--context-slices", "1"])
     plan = read_json(env.preprocessed / folder.name / "samunet_plans.json")
     assert plan["slicing_axis"] == 0 and plan["normalization"][0]["scheme"] == "rgb_to_0_1"
+    assert plan["encoder_input"]["context_slices"] == 0  # 2D images get no neighbours, even when asked for
     data, seg, _ = load_case(env.preprocessed / folder.name / "samunet_2d", "img1")
     assert data.shape[:2] == ((3 if rgb else 1), 1)
     assert 0 <= data.min() and data.max() <= 1

@@ -27,19 +27,36 @@ def configuration(env, name):
     return env.results / "Dataset990_Synthetic" / name
 
 
-def flips_seen(predictor):
-    """Run one batch of asymmetric slices through `predictor`; returns, per model call, which flip of the
-    mapped input the model was given (a tuple of tensor dims; None: none of the four)."""
-    rng = np.random.default_rng(0)
-    slices = [rng.normal(size=(1, 20, 17)).astype(np.float32) for _ in range(3)]
-    images = predictor.mapper.images(slices)
+def foreground_where(bright):
+    """A forward hook making a model predict class 1 on the images `bright` picks (B,) and background
+    elsewhere: mirrored passes run only near foreground."""
+    def hook(module, args, logits):
+        forced = torch.zeros_like(logits)
+        forced[:, 0] = 1.0
+        forced[bright(args[0]), 0], forced[bright(args[0]), 1] = 0.0, 1.0
+        return forced * 100
+    return hook
+
+
+def flips_seen(predictor, volume=None, bright=lambda x: torch.ones(len(x), dtype=torch.bool)):
+    """Run a volume (default: three asymmetric slices, one batch) through `predictor`, its models predicting
+    foreground on the images `bright` picks; returns, per model call, which flip of which mapped slices
+    the model was given: (tensor dims flipped, slice indices), or None when it matches none."""
+    volume = np.random.default_rng(0).normal(size=(1, 3, 20, 17)).astype(np.float32) if volume is None else volume
+    images = predictor.mapper.images([predictor.mapper.planes(volume, s) for s in range(volume.shape[1])])
     seen = []
     for model in predictor.models:
         model.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
-    predictor.predict_preprocessed(np.stack(slices, axis=1))  # (C, S, H, W): the three slices in one batch
+        model.register_forward_hook(foreground_where(bright))
+    predictor.predict_preprocessed(volume)
 
     def which(x):
-        return next((f for f in ALL_FLIPS if torch.equal(x, images.flip(f) if f else images)), None)
+        for first in range(len(images) - len(x) + 1):
+            part = images[first : first + len(x)]
+            for f in ALL_FLIPS:
+                if torch.equal(x, part.flip(f) if f else part):
+                    return f if len(x) == len(images) else (f, list(range(first, first + len(x))))
+        return None
 
     return [which(x) for x in seen]
 
@@ -69,12 +86,30 @@ def test_checkpoints_record_what_training_mirrored_and_prediction_follows(datase
     assert "test-time mirroring of slice rows and columns, as in training (4 passes" in capsys.readouterr().out
     info = read_json(tmp_path / "p1" / "prediction_info.json")
     assert info["tta"] is True and info["mirroring_axes"] == [0, 1]
+    assert info["mirrored_slices"] == "near predicted foreground"
+    predict(["-i", str(images), "-o", str(tmp_path / "p4"), "-s", "linear_head", "-b", "tiny", "-npp", "1", "-nps", "1",
+             "--tta-all-slices"])
+    assert "4 passes on every slice" in capsys.readouterr().out
+    assert read_json(tmp_path / "p4" / "prediction_info.json")["mirrored_slices"] == "all"
     predict(["-i", str(images), "-o", str(tmp_path / "p2"), "-s", "decoder", "-b", "tiny", "-npp", "1", "-nps", "1"])
     assert "test-time mirroring: none (the model was not trained on mirrored slices)" in capsys.readouterr().out
     assert read_json(tmp_path / "p2" / "prediction_info.json")["mirroring_axes"] == []
     predict(["-i", str(images), "-o", str(tmp_path / "p3"), "-s", "decoder", "linear_head", "-b", "tiny",
              "-npp", "1", "-nps", "1"])
     assert read_json(tmp_path / "p3" / "prediction_info.json")["mirroring_axes"] == []
+
+
+def test_mirrored_passes_run_only_near_predicted_foreground(dataset, env):
+    train(train_args("linear_head", "--no-cache", "--epochs", "1", "--iters-per-epoch", "1", "--val-slices", "4"),
+          show_progress=False)
+    predictor = SlicePredictor.from_model_folder(configuration(env, "linear_head__tiny"), ["0"])
+    assert predictor.mirroring_axes == [0, 1]
+    volume = np.random.default_rng(1).normal(size=(1, 8, 20, 17)).astype(np.float32)
+    volume[:, 6] = 50.0  # windowed to 1: the slice the model finds foreground on (the middle input channel)
+    seen = flips_seen(predictor, volume, bright=lambda x: x[:, 1].mean((1, 2)) > 0.9)
+    assert seen[0] == ()  # the un-mirrored pass: all 8 slices in one batch
+    assert sorted(seen[1:]) == sorted((f, [5, 6, 7]) for f in ALL_FLIPS[1:])  # then slice 6 and its neighbours
+    assert flips_seen(predictor, volume, bright=lambda x: torch.zeros(len(x), dtype=torch.bool)) == [()]
 
 
 def test_an_ensemble_mirrors_along_the_axes_all_members_allow(dataset, env):
@@ -87,7 +122,7 @@ def test_an_ensemble_mirrors_along_the_axes_all_members_allow(dataset, env):
     predictor = SlicePredictor(rows_only + both, read_json(folder / "samunet_plans.json"),
                                read_json(folder / "dataset.json"))
     assert predictor.mirroring_axes == [0]
-    assert flips_seen(predictor) == [(), (-2,), (), (-2,)]  # each model: identity and rows flipped, nothing else
+    assert flips_seen(predictor) == [(), (), (-2,), (-2,)]  # each model un-mirrored, then rows flipped, nothing else
 
 
 def test_an_older_checkpoint_without_the_record_is_not_mirrored(dataset, env, tmp_path, capsys):

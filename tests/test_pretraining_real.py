@@ -8,7 +8,7 @@ import torch
 
 from samunet.dataset_conversion.convert_msd import main as convert_msd
 from samunet.planners.cli import run_fingerprint, run_planning
-from samunet.planners.plan_file import read_plan
+from samunet.planners.plan_file import PlanView, read_plan
 from samunet.preprocessing.unlabelled_images import prepare_unlabelled_images
 from samunet.pretraining.pretrain_cli import build_parser, pretrain
 from samunet.pretraining.pretrainer import Pretrainer
@@ -42,7 +42,7 @@ def test_litemedsam_pretraining_lowers_the_masked_loss_on_unseen_slices(env, tmp
     preprocessed = env.preprocessed / raw.name
     plan = read_plan(preprocessed / "samunet_plans.json")
     held_out = prepare_unlabelled_images(raw, preprocessed, plan, [held_out_images], show_progress=False)
-    slices = SliceDataset(held_out.data_folder, augment=False)
+    slices = SliceDataset(held_out.data_folder, PlanView(plan).encoder_input, augment=False)
     specs = [SliceSpec(c, s, 0) for c in held_out.case_ids if c.startswith("x") for s in range(8, 28, 2)]
     assert len(specs) == 20
     losses = {}

@@ -6,7 +6,7 @@ import pytest
 from samunet.errors import SamunetError
 from samunet.file_io import write_json
 from samunet.imageio import Geometry
-from samunet.models.input_mapping import InputMapper
+from samunet.models.input_mapping import EncoderInput, InputMapper
 from samunet.preprocessing.preprocess_case import labels_like_case, preprocess_case
 from samunet.prompts.derivation import PromptRule, parse_jitter, prompts_from_labels
 from samunet.prompts.mapping import class_prompts
@@ -90,7 +90,7 @@ def test_a_voxel_box_lands_on_the_structure_at_input_size():
     size = 64
     mapped = class_prompts(1, [(8, 10, 4, 17, 25, 8)], [], properties, size)
     # reference: the box of the structure as preprocessed and resized to input size, slice by slice
-    mapper = InputMapper([[0.0, 1.0]], (0, 1), size, "cpu")
+    mapper = InputMapper([[0.0, 1.0]], EncoderInput.default(1), (0, 1), size, "cpu")
     at_input = mapper.labels([pre_seg[s] for s in range(pre_seg.shape[0])]).numpy()
     reference = {p.slice_index: p.box for p in prompts_from_labels(at_input, PromptRule("box", box_jitter="0"))}
     assert sorted(p.slice_index for p in mapped) == sorted(reference)

@@ -318,11 +318,12 @@ def test_loss_is_cross_entropy_plus_per_sample_foreground_dice():
 def test_input_mapping_of_a_mixed_batch_equals_mapping_each_slice_alone():
     import torch.nn.functional as F
 
-    from samunet.models.input_mapping import InputMapper
+    from samunet.models.input_mapping import EncoderInput, InputMapper
 
     rng = np.random.default_rng(0)
     for channels in (1, 2, 3):
-        mapper = InputMapper([[-1.0, 2.0]] * channels, (0, 255), 32, torch.device("cpu"))
+        mapper = InputMapper([[-1.0, 2.0]] * channels, EncoderInput.default(channels), (0, 255), 32,
+                             torch.device("cpu"))
         shapes = [(20, 14), (9, 40), (20, 14), (9, 40), (20, 14)]  # two cases' slices, interleaved
         slices = [rng.normal(size=(channels, *s)).astype(np.float32) for s in shapes]
         labels = [rng.integers(0, 3, s) for s in shapes]
@@ -336,3 +337,27 @@ def test_input_mapping_of_a_mixed_batch_equals_mapping_each_slice_alone():
         x = F.interpolate(x.clamp(0, 1)[None] * 255, size=(32, 32), mode="bilinear", align_corners=False)[0]
         rgb = x.expand(3, -1, -1) if channels == 1 else torch.cat([x, x.mean(0, keepdim=True)]) if channels == 2 else x
         torch.testing.assert_close(batch[1], rgb)
+
+
+def test_a_cpu_run_uses_the_plans_cpu_batch_and_an_epoch_of_one_pass(dataset, env):
+    from samunet.planners.backbone_sizing import CPU_BATCH_SIZE
+    from samunet.planners.plan_file import PlanView
+    from samunet.run_training import build_parser
+    from samunet.trainers.trainer import iterations_per_epoch
+
+    assert (iterations_per_epoch(10000, 8), iterations_per_epoch(1000, 8), iterations_per_epoch(30, 8)) == (250, 125, 25)
+    plan = read_json(dataset / "samunet_plans.json")
+    entry = plan["backbones"]["tiny"]
+    assert entry["cpu_batch_size"] == min(entry["batch_size"], CPU_BATCH_SIZE)
+    entry["batch_size"], entry["cpu_batch_size"] = 30, 2  # a GPU batch and a CPU batch, as a user may edit them
+    write_json(plan, dataset / "samunet_plans.json")
+    assert PlanView(plan).batch_size("tiny", "cuda") == 30
+    trainer = train(build_parser().parse_args(["990", "linear_head", "0", "-b", "tiny", "--device", "cpu", "-np", "0",
+                                               "--amp", "off", "--epochs", "1", "--val-slices", "2"]), show_progress=False)
+    slices = sum(trainer.sampler.num_slices[c] for c in trainer.train_cases)
+    assert trainer.batch_size == 2 and trainer.cfg.iters_per_epoch == max(25, -(-slices // 2))
+    assert len(trainer.log["train_loss"]) == 1
+    recorded = read_json(fold_folder(env, "linear_head") / "checkpoint_final.json")["training"]
+    assert recorded == {"device": "cpu", "batch_size": 2, "iterations_per_epoch": trainer.cfg.iters_per_epoch}
+    del entry["cpu_batch_size"]  # a plan from before the CPU batch: the GPU batch, at most CPU_BATCH_SIZE
+    assert PlanView(plan).batch_size("tiny", "cpu") == min(30, CPU_BATCH_SIZE)

@@ -20,7 +20,7 @@ from samunet.image_folder import find_image_cases
 from samunet.imageio import read_image
 from samunet.inference.model_selection import resolve_model, trained_folds
 from samunet.inference.prediction_info import INFO_FILE, NO_PROMPTS
-from samunet.inference.predictor import SlicePredictor
+from samunet.inference.predictor import MIRROR_NEIGHBOURS, SlicePredictor
 from samunet.inference.prompt_sources import prompt_source
 from samunet.inference.prompted_predictor import PromptedPredictor
 from samunet.inference.write_prediction import restore_and_write
@@ -83,6 +83,8 @@ def predict_folder(predictor, input_folder, output_folder, continue_prediction=F
     # prompted prediction mirrors only in `auto`'s prompt-free first stage
     mirroring = predictor.mirroring_axes if prompts is None or prompts.record["source"] == "auto" else []
     write_json({"model": description, "tta": bool(mirroring), "mirroring_axes": mirroring,
+                "mirrored_slices": ("all" if predictor.mirror_all_slices else "near predicted foreground")
+                if mirroring else "none",
                 "folds": len(predictor.models), "prompts": prompts.record if prompts else NO_PROMPTS},
                output_folder / INFO_FILE)
     jobs = [(c, paths, predictor.plan) for c, paths in cases.items()]
@@ -127,6 +129,9 @@ def add_common_arguments(p):
     p.add_argument("-chk", default="checkpoint_final", help="checkpoint_final (default) or checkpoint_best")
     p.add_argument("--disable-tta", action="store_true",
                    help="no mirroring (default: mirror along the axes the model was trained to see mirrored)")
+    p.add_argument("--tta-all-slices", action="store_true",
+                   help=f"mirror every slice (default: only slices within {MIRROR_NEIGHBOURS} of foreground the "
+                        "un-mirrored pass found; elsewhere the un-mirrored pass stands)")
     p.add_argument("--save-probabilities", action="store_true", help="also write {case}.npz with class probabilities")
     p.add_argument("--continue-prediction", action="store_true", help="skip cases whose output exists")
     p.add_argument("--overwrite", action="store_true",
@@ -158,7 +163,9 @@ def checkpoint_file(args):
 def mirroring_sentence(predictor, disabled):
     if predictor.mirroring_axes:
         axes = " and ".join(("rows", "columns")[a] for a in predictor.mirroring_axes)
-        return f"test-time mirroring of slice {axes}, as in training ({len(predictor.flips)} passes per slice)"
+        where = ("every slice" if predictor.mirror_all_slices else
+                 f"slices within {MIRROR_NEIGHBOURS} of predicted foreground, 1 elsewhere")
+        return f"test-time mirroring of slice {axes}, as in training ({len(predictor.flips)} passes on {where})"
     if disabled:
         return "test-time mirroring: off (--disable-tta)"
     return "test-time mirroring: none (the model was not trained on mirrored slices)"
@@ -173,6 +180,7 @@ def run(args, model_folders, folds, description):
     cls = PromptedPredictor if args.prompts else SlicePredictor
     predictor = cls.from_model_folder(model_folders, folds, checkpoint_file(args), device, args.amp or default_amp(device),
                                       args.checkpoint, args.batch_slices, use_tta=not args.disable_tta)
+    predictor.mirror_all_slices = args.tta_all_slices
     prompts = None
     if args.prompts:
         prompts = prompt_source(args.prompts, predictor.plan["labels"], predictor.dataset_json["file_ending"],

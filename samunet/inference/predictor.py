@@ -1,10 +1,14 @@
 """Slice-wise prediction of one preprocessed volume with one or more trained folds.
 
-Same preprocessing as training (from the copied plan) -> per slice: intensity mapping and resize to the
-backbone's input size -> softmax at input size (mean over folds and over mirroring along the axes every
-model was trained with, inference/mirroring.py) -> resize back to the
+Same preprocessing as training (from the copied plan) -> per slice: the plan's encoder input (planes,
+window, projection) and resize to the backbone's input size -> softmax at input size (mean over folds and
+over mirroring along the axes every model was trained with, inference/mirroring.py) -> resize back to the
 preprocessed slice -> (K+1, S, H, W) -> restore_probabilities (un-resample, un-crop, un-transpose) ->
 argmax, in the original array space; written with the original spacing, origin and direction.
+
+Mirrored passes cost an encoder pass each, so by default they run only where they matter: on the slices
+whose un-mirrored prediction holds foreground, and MIRROR_NEIGHBOURS slices either side of them (the
+Dice this keeps is measured in docs/benchmarks.md); every other slice keeps its un-mirrored probabilities.
 """
 from pathlib import Path
 
@@ -23,6 +27,8 @@ from samunet.models.inference_precision import for_inference
 from samunet.models.input_mapping import InputMapper
 from samunet.models.pretrained_encoder import METADATA_KEY as PRETRAINED_KEY
 from samunet.planners.plan_file import PlanView, read_plan
+
+MIRROR_NEIGHBOURS = 1
 
 
 def _nearest_inverse(small, large, device):
@@ -70,11 +76,13 @@ class SlicePredictor:
         # use_tta=False: no mirroring; otherwise along the slice axes every model was trained to see mirrored
         self.mirroring_axes = allowed_mirroring_axes(m.metadata for m in self.models) if use_tta else []
         self.flips = tensor_flips(self.mirroring_axes)
-        self.mapper = InputMapper(PlanView(plan).windows, meta["input_range"],
-                                  meta["input_size"], self.device)
+        view = PlanView(plan)
+        self.mapper = InputMapper(view.windows, view.encoder_input, meta["input_range"], meta["input_size"],
+                                  self.device)
         self.autocast = autocast_factory(self.device, amp)
         self.batch_slices = batch_slices
         self.num_outputs = self.models[0].num_outputs
+        self.mirror_all_slices = False  # True: mirrored passes on every slice (samunet_predict --tta-all-slices)
 
     @classmethod
     def from_model_folder(cls, model_folders, folds, checkpoint_name="checkpoint_final.pth", device=None, amp="off",
@@ -100,26 +108,39 @@ class SlicePredictor:
         return cls(models, plan, read_json(folders[0] / "dataset.json"), device, amp, batch_slices, use_tta)
 
     @torch.no_grad()
-    def _slice_probabilities(self, slices):
-        """list of (C, h, w) -> (B, K+1, S, S) mean softmax over folds and mirrorings."""
+    def _slice_probabilities(self, slices, flips):
+        """list of (planes, h, w) -> (B, K+1, S, S) mean softmax over folds and the given flips."""
         images = self.mapper.images(slices)
         total = torch.zeros(images.shape[0], self.num_outputs, *images.shape[-2:], device=self.device)
         for model in self.models:
-            for axes in self.flips:
+            for axes in flips:
                 x = images.flip(axes) if axes else images
                 with self.autocast():
                     logits = model(x)
                 probs = torch.softmax(logits.float(), dim=1)
                 total += probs.flip(axes) if axes else probs
-        return total / (len(self.models) * len(self.flips))
+        return total / (len(self.models) * len(flips))
+
+    def _probabilities(self, data, slice_indices, flips):
+        """(K+1, len(slice_indices), H, W) at the preprocessed slice size."""
+        out = np.zeros((self.num_outputs, len(slice_indices), *data.shape[2:]), dtype=np.float32)
+        for start in range(0, len(slice_indices), self.batch_slices):
+            chunk = slice_indices[start : start + self.batch_slices]
+            probs = self._slice_probabilities([self.mapper.planes(data, s) for s in chunk], flips)
+            out[:, start : start + len(chunk)] = resize_probabilities(probs, data.shape[2:]).permute(1, 0, 2, 3).cpu().numpy()
+        return out
 
     def predict_preprocessed(self, data):
         """data (C, S, H, W) normalised -> probabilities (K+1, S, H, W) in preprocessed space."""
-        _, num_slices, h, w = data.shape
-        out = np.zeros((self.num_outputs, num_slices, h, w), dtype=np.float32)
-        for start in range(0, num_slices, self.batch_slices):
-            stop = min(start + self.batch_slices, num_slices)
-            probs = self._slice_probabilities([data[:, s] for s in range(start, stop)])
-            probs = resize_probabilities(probs, (h, w))
-            out[:, start:stop] = probs.permute(1, 0, 2, 3).cpu().numpy()
+        num_slices = data.shape[1]
+        out = self._probabilities(data, list(range(num_slices)), self.flips[:1])
+        mirrored = self.flips[1:]
+        if mirrored:
+            found = np.flatnonzero((out.argmax(0) > 0).any(axis=(1, 2)))
+            near = {min(max(s + d, 0), num_slices - 1) for s in found
+                    for d in range(-MIRROR_NEIGHBOURS, MIRROR_NEIGHBOURS + 1)}
+            slices = list(range(num_slices)) if self.mirror_all_slices else sorted(near)
+            if slices:
+                passes = len(self.flips)
+                out[:, slices] = (out[:, slices] + (passes - 1) * self._probabilities(data, slices, mirrored)) / passes
         return out

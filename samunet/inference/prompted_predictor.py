@@ -37,7 +37,7 @@ class PromptedPredictor(SlicePredictor):
         missing = [s for s in slices if s not in self._embeddings]
         for start in range(0, len(missing), self.batch_slices):
             chunk = missing[start : start + self.batch_slices]
-            images = self.mapper.images([data[:, s] for s in chunk])
+            images = self.mapper.images([self.mapper.planes(data, s) for s in chunk])
             with self.autocast():
                 encoded = [m.encode(images).float() for m in self.models]
             for i, s in enumerate(chunk):

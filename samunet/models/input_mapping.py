@@ -1,48 +1,104 @@
 """From normalised slices to what a backbone eats, on the device.
 
-Per channel the plan's window [lo, hi] maps to [0, 1]; then channels become SAM's 3 input channels:
-1 channel -> repeated, 2 channels -> (c0, c1, mean), 3 -> as they are (more is refused at start-up);
-then a bilinear resize to the input size and scaling to the backbone's input range. Labels use centre-aligned nearest
-("nearest-exact"), which prediction inverts exactly (inference/predictor.py).
+A slice's encoder input is built from its *planes*: per channel (channel-major), the slices
+z - n .. z + n along the slicing axis, n = the plan's `encoder_input.context_slices` (0: the slice alone;
+volume edges replicated). Per plane the plan's window of its channel [lo, hi] maps to [0, 1]; the plan's
+`encoder_input.projection` (3 rows, one weight per plane, each row summing to 1) then mixes the planes
+into SAM's 3 input channels; then a bilinear resize to the input size and scaling to the backbone's input
+range. Labels use centre-aligned nearest ("nearest-exact"), which prediction inverts exactly
+(inference/predictor.py).
+
+`default_projection` is the planner's rule (README "Channels and 3D context"):
+- no context: 1 channel -> repeated; 2 -> (c0, c1, mean); 3 -> as they are; C > 3 -> the channels split
+  in order into 3 contiguous groups (sizes as even as possible, larger groups first), each input channel the
+  mean of its group;
+- with context: (mean of the planes below z, slice z, mean of the planes above z), each the mean over
+  channels: for one channel and n = 1 exactly (z-1, z, z+1).
 """
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from samunet.errors import SamunetError
+
+def default_projection(num_channels, context_slices):
+    """The 3 x (num_channels * (2n + 1)) projection of the rule above (plain lists, as the plan stores it)."""
+    depth = 2 * context_slices + 1
+    weights = np.zeros((3, num_channels, depth))
+    if context_slices:
+        for row, offsets in enumerate((range(context_slices), [context_slices], range(context_slices + 1, depth))):
+            for j in offsets:
+                weights[row, :, j] = 1.0
+    elif num_channels == 1:
+        weights[:, 0, 0] = 1.0
+    elif num_channels == 2:
+        weights[0, 0, 0] = weights[1, 1, 0] = weights[2, :, 0] = 1.0
+    else:
+        for row, group in enumerate(np.array_split(np.arange(num_channels), 3)):
+            weights[row, group, 0] = 1.0
+    weights = weights.reshape(3, -1)
+    return (weights / weights.sum(axis=1, keepdims=True)).round(6).tolist()
 
 
-def check_channels(num_channels):
-    if num_channels > 3:
-        raise SamunetError(f"{num_channels} input channels: SAM takes at most 3 (select channels in dataset.json)")
+@dataclass(frozen=True)
+class EncoderInput:
+    """How a slice becomes encoder input: the neighbours it is given and the plane-to-channel projection."""
+    context_slices: int
+    projection: tuple  # 3 rows of num_channels * (2 * context_slices + 1) weights
+
+    @classmethod
+    def default(cls, num_channels, context_slices=0):
+        return cls(context_slices, tuple(map(tuple, default_projection(num_channels, context_slices))))
+
+    def fields(self):
+        return {"context_slices": self.context_slices, "projection": [list(r) for r in self.projection]}
+
+    def planes(self, volume, index):
+        """(C, S, H, W) volume (numpy or blosc2) -> (C * (2n + 1), H, W) float32 planes of slice `index`."""
+        n = self.context_slices
+        if not n:
+            return np.asarray(volume[:, index], dtype=np.float32)
+        count = volume.shape[1]
+        first, stop = max(0, index - n), min(count, index + n + 1)
+        block = np.asarray(volume[:, first:stop], dtype=np.float32)  # one contiguous read
+        rows = np.clip(np.arange(index - n, index + n + 1), 0, count - 1) - first
+        return block[:, rows].reshape(-1, *block.shape[2:])
 
 
 class InputMapper:
-    def __init__(self, windows, input_range, input_size, device):
-        w = torch.tensor(windows, dtype=torch.float32, device=device)
-        check_channels(len(windows))
+    def __init__(self, windows, encoder_input, input_range, input_size, device):
+        """`windows`: per channel [lo, hi]; `encoder_input`: an EncoderInput."""
+        self.encoder_input = encoder_input
+        depth = 2 * encoder_input.context_slices + 1
+        w = torch.tensor(windows, dtype=torch.float32, device=device).repeat_interleave(depth, dim=0)
         self.lo, self.width = w[:, 0].view(-1, 1, 1), (w[:, 1] - w[:, 0]).clamp_min(1e-6).view(-1, 1, 1)
+        self.projection = torch.tensor(encoder_input.projection, dtype=torch.float32, device=device)
         self.range_lo, self.range_width = float(input_range[0]), float(input_range[1] - input_range[0])
         self.size = input_size
         self.device = device
 
-    def _to_rgb(self, x):
-        """(B, C, S, S) -> (B, 3, S, S)."""
-        if x.shape[1] == 1:
-            return x.expand(-1, 3, -1, -1)
-        if x.shape[1] == 2:
-            return torch.cat([x, x.mean(1, keepdim=True)], dim=1)
-        return x
+    def planes(self, volume, index):
+        return self.encoder_input.planes(volume, index)
+
+    def _project(self, x):
+        """(B, planes, h, w) -> (B, 3, h, w)."""
+        return torch.einsum("kp,bphw->bkhw", self.projection, x)
 
     def images(self, slices):
-        """list of (C, h, w) numpy arrays -> (B, 3, S, S) float tensor in the backbone's input range."""
+        """list of (planes, h, w) numpy arrays -> (B, 3, S, S) float tensor in the backbone's input range."""
         out = torch.empty(len(slices), 3, self.size, self.size, device=self.device)
         for indices, batch in _same_shape_groups(slices):
-            # Window and range scaling are affine, so they commute with the bilinear resize (as does the
-            # channel mean): done on the small slices and before the channels are repeated, it is cheaper.
+            # Window, projection and range scaling are affine and commute with the bilinear resize: done on
+            # the side with fewer channels (one plane resized, then repeated, is cheaper than three).
             x = torch.as_tensor(batch, device=self.device, dtype=torch.float32)
-            x = ((x - self.lo) / self.width).clamp(0, 1) * self.range_width + self.range_lo
-            out[indices] = self._to_rgb(F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False))
+            x = ((x - self.lo) / self.width).clamp(0, 1)
+            if x.shape[1] >= 3:
+                x = self._project(x)
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+            if x.shape[1] < 3:
+                x = self._project(x)
+            out[indices] = x * self.range_width + self.range_lo
         return out
 
     def labels(self, labels):

@@ -2,6 +2,8 @@
 sizes and memory model, are in models/backbone_registry.py)."""
 
 MAX_BATCH_SIZE = 32
+# Training on a CPU: the batch that gave the most test Dice per CPU minute (docs/benchmarks.md "CPU batch size")
+CPU_BATCH_SIZE = 8
 DEFAULT_GPU_MEMORY_GB = 8.0
 MIN_PIXELS_PER_VOXEL = 1.5
 
@@ -22,7 +24,8 @@ def input_size_for(spec, median_in_plane_shape):
 
 
 def batch_size_for(spec, input_size, gpu_memory_gb):
-    """Largest batch whose estimated memory fits the budget (at least 1, at most MAX_BATCH_SIZE)."""
+    """Largest batch whose estimated memory fits the GPU budget (at least 1, at most MAX_BATCH_SIZE); a CPU
+    run is not bound by memory but by compute per step, and uses min(this, CPU_BATCH_SIZE)."""
     per_sample = spec.sample_memory_at(input_size)
     fits = int((gpu_memory_gb - spec.model_memory_gb) // per_sample)
     return max(1, min(MAX_BATCH_SIZE, fits))

@@ -3,6 +3,7 @@ import argparse
 
 from tqdm import tqdm
 
+from samunet.cli_types import int_at_least
 from samunet.dataset_integrity import check_headers, verify_dataset_integrity
 from samunet.errors import SamunetError, cli_entry
 from samunet.file_io import copy_file, folder_lock, read_json, write_json
@@ -10,7 +11,7 @@ from samunet.layout import FINGERPRINT_FILE, PLANS_FILE, SPLITS_FILE
 from samunet.parallel import add_num_processes_argument
 from samunet.paths import find_raw_dataset, preprocessed_root
 from samunet.planners.backbone_sizing import DEFAULT_GPU_MEMORY_GB
-from samunet.planners.experiment_planner import plan_experiment
+from samunet.planners.experiment_planner import CONTEXT_SLICES, plan_experiment
 from samunet.planners.fingerprint import extract_fingerprint
 from samunet.planners.plan_file import read_splits
 from samunet.planners.splits import make_splits
@@ -46,24 +47,25 @@ def _fingerprint_locked(raw, out, num_processes, clean):
     return path
 
 
-def run_planning(dataset_id, gpu_memory_gb=DEFAULT_GPU_MEMORY_GB):
+def run_planning(dataset_id, gpu_memory_gb=DEFAULT_GPU_MEMORY_GB, context_slices=CONTEXT_SLICES):
     """Write samunet_plans.json, and splits_final.json unless one exists (users may have edited theirs)."""
     out = preprocessed_root() / find_raw_dataset(dataset_id).name
     with folder_lock(out, "samunet_plan_experiment"):
-        return _plan_locked(out, gpu_memory_gb)
+        return _plan_locked(out, gpu_memory_gb, context_slices)
 
 
-def _plan_locked(out, gpu_memory_gb):
+def _plan_locked(out, gpu_memory_gb, context_slices):
     fingerprint_path = out / FINGERPRINT_FILE
     if not fingerprint_path.is_file():
         raise SamunetError(f"{fingerprint_path}: no fingerprint yet; run samunet_extract_fingerprint first")
     if gpu_memory_gb <= 0:
         raise SamunetError(f"--gpu-memory-gb must be positive, got {gpu_memory_gb}")
     fingerprint = read_json(fingerprint_path)
-    plan = plan_experiment(fingerprint, gpu_memory_gb)
+    plan = plan_experiment(fingerprint, gpu_memory_gb, context_slices=context_slices)
     write_json(plan, out / PLANS_FILE)
     print(f"default backbone: {plan['default_backbone']} ({plan['default_backbone_reason']})")
-    print(f"slicing axis {plan['slicing_axis']} (z, y, x order), in-plane spacing {plan['in_plane_spacing_transposed']}")
+    print(f"slicing axis {plan['slicing_axis']} (z, y, x order), in-plane spacing {plan['in_plane_spacing_transposed']}, "
+          f"{plan['encoder_input']['context_slices']} context slice(s) each side")
     splits_path = out / SPLITS_FILE
     if splits_path.is_file():
         known = {c for fold in read_splits(splits_path) for c in fold["train"] + fold["val"]}
@@ -90,6 +92,11 @@ def add_planning_arguments(parser):
         default=DEFAULT_GPU_MEMORY_GB,
         help=f"GPU memory budget that batch sizes are sized for (default {DEFAULT_GPU_MEMORY_GB})",
     )
+    parser.add_argument(
+        "--context-slices", type=int_at_least(0), default=CONTEXT_SLICES,
+        help="neighbouring slices each side fed to the encoder with each slice (1: slices z-1, z, z+1 as SAM's "
+             f"three channels; default {CONTEXT_SLICES}); never on 2D or multi-channel data",
+    )
 
 
 @cli_entry
@@ -107,4 +114,4 @@ def plan_experiment_entry(argv=None):
     parser.add_argument("-d", required=True, help="dataset id, e.g. 501")
     add_planning_arguments(parser)
     args = parser.parse_args(argv)
-    run_planning(args.d, args.gpu_memory_gb)
+    run_planning(args.d, args.gpu_memory_gb, args.context_slices)

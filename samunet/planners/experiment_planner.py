@@ -12,8 +12,12 @@ import numpy as np
 from samunet import __version__
 from samunet.layout import DATA_IDENTIFIER
 from samunet.models.backbone_registry import BACKBONES
-from samunet.planners.backbone_sizing import batch_size_for, input_size_for
+from samunet.models.input_mapping import EncoderInput
+from samunet.planners.backbone_sizing import CPU_BATCH_SIZE, batch_size_for, input_size_for
 
+# Neighbouring slices given to the encoder on 3D single-channel data (docs/benchmarks.md "3D context")
+CONTEXT_SLICES = 0
+TWO_D_SPACING = 999.0  # the slice spacing converters give 2D images (nnU-Net's convention)
 ANISOTROPY_THRESHOLD = 3.0  # nnU-Net's: an axis this many times coarser than the others is 'anisotropic'
 CHECKPOINTS_VAR = "SAMUNET_CHECKPOINTS"
 
@@ -60,6 +64,17 @@ def _normalization_scheme(name, stats, use_nonzero_mask, zscore_window):
     return {"scheme": "zscore", "use_nonzero_mask": use_nonzero_mask}, window
 
 
+def context_slices_for(fingerprint, slicing_axis, wanted=CONTEXT_SLICES):
+    """How many neighbours each side a slice's encoder input carries: `wanted` on 3D data with one channel;
+    none for 2D data (a single slice, or the 2D spacing) and for several channels, whose channels fill
+    SAM's three inputs (a projection that also took neighbours would average the channels)."""
+    slices = np.median([shape[slicing_axis] for shape in fingerprint["shapes_after_crop"]])
+    spacing = np.median([s[slicing_axis] for s in fingerprint["spacings"]])
+    if len(fingerprint["channel_names"]) > 1 or slices <= 1 or spacing >= TWO_D_SPACING:
+        return 0
+    return wanted
+
+
 def default_backbone(checkpoints_dir):
     """vit_b when its official checkpoint is in SAMUNET_CHECKPOINTS, otherwise the bundled LiteMedSAM."""
     vit_b_file = BACKBONES["vit_b"].weights_file
@@ -69,7 +84,7 @@ def default_backbone(checkpoints_dir):
     return "litemedsam", f"no {vit_b_file} ({where}); using the bundled LiteMedSAM weights"
 
 
-def plan_experiment(fingerprint, gpu_memory_gb, checkpoints_dir=None):
+def plan_experiment(fingerprint, gpu_memory_gb, checkpoints_dir=None, context_slices=CONTEXT_SLICES):
     """Build the plan dict from a fingerprint (see README 'samunet_plans.json')."""
     if checkpoints_dir is None:
         checkpoints_dir = os.environ.get(CHECKPOINTS_VAR)
@@ -94,6 +109,7 @@ def plan_experiment(fingerprint, gpu_memory_gb, checkpoints_dir=None):
         normalization.append({"channel": int(c), "channel_name": name, **scheme})
         windows.append([float(window[0]), float(window[1])])
 
+    context = context_slices_for(fingerprint, forward[0], context_slices)
     median_in_plane_shape = [int(v) for v in np.median(resampled_shapes, axis=0)]
     backbones = {}
     for name, spec in BACKBONES.items():
@@ -103,6 +119,7 @@ def plan_experiment(fingerprint, gpu_memory_gb, checkpoints_dir=None):
             "input_size": size,
             **spec.default_normalization.fields(),
             "batch_size": batch,
+            "cpu_batch_size": min(batch, CPU_BATCH_SIZE),
             "gpu_memory_gb": gpu_memory_gb,
             "estimated_memory_gb": round(spec.model_memory_gb + batch * spec.sample_memory_at(size), 2),
         }
@@ -127,6 +144,12 @@ def plan_experiment(fingerprint, gpu_memory_gb, checkpoints_dir=None):
             "input = input_range[0] + u * (input_range[1] - input_range[0]) per backbone; the model "
             "subtracts pixel_mean and divides by pixel_std",
             "window_per_channel": windows,
+        },
+        "encoder_input": {
+            "description": "the encoder's 3 input channels from each slice's planes (per channel, slices "
+            "z - context_slices .. z + context_slices, edges replicated): input channel k = sum of "
+            "projection[k][p] * windowed plane p",
+            **EncoderInput.default(len(windows), context).fields(),
         },
         "backbones": backbones,
         "default_backbone": backbone,

@@ -4,6 +4,8 @@ the file and the offending key, instead of a traceback somewhere downstream."""
 from samunet.errors import SamunetError
 from samunet.file_io import read_json
 from samunet.layout import PLANS_FILE
+from samunet.models.input_mapping import EncoderInput
+from samunet.planners.backbone_sizing import CPU_BATCH_SIZE
 
 NORMALIZATION_SCHEMES = ("ct", "zscore", "rgb_to_0_1", "none")
 
@@ -31,7 +33,8 @@ def _window(v):
 def _backbone(v):
     return (isinstance(v, dict) and _integer(v.get("input_size")) and v["input_size"] > 0
             and _window(v.get("input_range")) and _numbers(3)(v.get("pixel_mean"))
-            and _numbers(3, positive=True)(v.get("pixel_std")) and _integer(v.get("batch_size")) and v["batch_size"] >= 1)
+            and _numbers(3, positive=True)(v.get("pixel_std")) and _integer(v.get("batch_size")) and v["batch_size"] >= 1
+            and (_integer(v.get("cpu_batch_size", 1)) and v.get("cpu_batch_size", 1) >= 1))
 
 
 # key path -> (check, what the value must be)
@@ -51,7 +54,8 @@ PLAN_CHECKS = {
     "intensity_mapping.window_per_channel": (lambda v: isinstance(v, list) and v and all(_window(w) for w in v),
                                              "a list of [lo, hi] with lo < hi, one per channel"),
     "backbones": (lambda v: isinstance(v, dict) and v and all(_backbone(b) for b in v.values()),
-                  "an object of backbones, each with integer input_size and batch_size, input_range [lo, hi], "
+                  "an object of backbones, each with integer input_size and batch_size (and cpu_batch_size), "
+                  "input_range [lo, hi], "
                   "3-number pixel_mean and positive pixel_std"),
     "default_backbone": (lambda v: isinstance(v, str), "a backbone name"),
 }
@@ -63,6 +67,22 @@ def _lookup(data, dotted):
             return KeyError
         data = data[key]
     return data
+
+
+def _check_encoder_input(plan, path):
+    """The optional `encoder_input` (plans before it mean: no context, the default projection)."""
+    entry = plan.get("encoder_input")
+    if entry is None:
+        return
+    n = entry.get("context_slices") if isinstance(entry, dict) else None
+    if not (_integer(n) and n >= 0):
+        raise SamunetError(f"{path}: 'encoder_input.context_slices' must be an integer >= 0, not {n!r:.80}")
+    planes = len(plan["channel_names"]) * (2 * n + 1)
+    rows = entry.get("projection")
+    if not (isinstance(rows, list) and len(rows) == 3 and all(_numbers(planes)(r) and min(r) >= 0 and
+                                                               abs(sum(r) - 1) < 1e-3 for r in rows)):
+        raise SamunetError(f"{path}: 'encoder_input.projection' must be 3 rows of {planes} non-negative weights "
+                           f"summing to 1 (one per channel and slice of the context), not {rows!r:.80}")
 
 
 def check_plan(plan, path):
@@ -78,6 +98,7 @@ def check_plan(plan, path):
     for key in ("normalization", "intensity_mapping.window_per_channel"):
         if len(_lookup(plan, key)) != channels:
             raise SamunetError(f"{path}: '{key}' must have one entry per channel ({channels})")
+    _check_encoder_input(plan, path)
     if plan["default_backbone"] not in plan["backbones"]:
         raise SamunetError(f"{path}: 'default_backbone' {plan['default_backbone']!r} is not among 'backbones'")
     return plan
@@ -118,11 +139,27 @@ class PlanView:
         """Per channel [lo, hi] in normalised units, mapped to [0, 1] before the encoder."""
         return self._plan["intensity_mapping"]["window_per_channel"]
 
+    @property
+    def encoder_input(self):
+        """An EncoderInput (models/input_mapping.py): context slices and the plane-to-channel projection."""
+        entry = self._plan.get("encoder_input")
+        if entry is None:
+            return EncoderInput.default(len(self._plan["channel_names"]))
+        return EncoderInput(entry["context_slices"], tuple(map(tuple, entry["projection"])))
+
     def backbone(self, name):
         """The backbone's entry: input_size, batch_size, input normalisation (a copy)."""
         if name not in self._plan["backbones"]:
             raise SamunetError(f"backbone {name} is not in {self.path}")
         return dict(self._plan["backbones"][name])
+
+    def batch_size(self, name, device_type):
+        """The backbone's training batch on this kind of device: `batch_size` (sized for GPU memory) on a GPU,
+        `cpu_batch_size` on a CPU (plans from before it: the smaller of batch_size and CPU_BATCH_SIZE)."""
+        entry = self.backbone(name)
+        if device_type != "cpu":
+            return entry["batch_size"]
+        return entry.get("cpu_batch_size", min(entry["batch_size"], CPU_BATCH_SIZE))
 
     def normalization_fields(self, name):
         entry = self.backbone(name)

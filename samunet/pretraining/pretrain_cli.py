@@ -57,7 +57,8 @@ def build_parser():
     p.add_argument("--epochs", type=int_at_least(1), default=None,
                    help=f"default {PretrainConfig.epochs}, or {BUDGET_EPOCHS} (the budget decides) with --time-budget")
     p.add_argument("--iters-per-epoch", type=int_at_least(1), default=ITERS_PER_EPOCH)
-    p.add_argument("--batch-size", type=int_at_least(1), default=None, help="default: the plan's for this backbone")
+    p.add_argument("--batch-size", type=int_at_least(1), default=None,
+                   help="default: the plan's for this backbone, batch_size on a GPU, cpu_batch_size on a CPU")
     p.add_argument("--lr", type=positive_float, default=None,
                    help="peak learning rate (default 1e-4 for the whole encoder, 5e-4 for LoRA / adapters)")
     p.add_argument("--lora-rank", type=int_at_least(1), default=4)

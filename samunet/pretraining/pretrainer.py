@@ -50,7 +50,7 @@ class PretrainConfig:
     mask_ratio: float = None  # None: the objective's own default
     epochs: int = 50
     iters_per_epoch: int = 50
-    batch_size: int = None  # None: the plan's, for this backbone
+    batch_size: int = None  # None: the plan's, for this backbone and the device's kind
     lr: float = None  # None: 1e-4 for the whole encoder, 5e-4 for LoRA / adapters
     weight_decay: float = 0.05
     warmup_fraction: float = 0.05
@@ -82,7 +82,7 @@ class Pretrainer(EpochLoop):
         self.images = images
         view = PlanView(plan)
         backbone_plan = view.backbone(config.backbone)
-        self.batch_size = config.batch_size or backbone_plan["batch_size"]
+        self.batch_size = config.batch_size or view.batch_size(config.backbone, device.type)
         if self.batch_size % dist_info.world_size:
             raise SamunetError(f"batch size {self.batch_size} does not split over {dist_info.world_size} processes")
         self.parts = build_backbone(config.backbone, backbone_plan["input_size"], base_checkpoint)
@@ -100,11 +100,11 @@ class Pretrainer(EpochLoop):
         # fed as fine-tuning feeds it: the plan's normalisation for this backbone (recorded in encoder.json)
         self.normalization = (NORMALIZATIONS[config.input_normalization] if config.input_normalization
                               else normalization_from_fields(view.normalization_fields(config.backbone)))
-        self.mapper = InputMapper(view.windows, self.normalization.input_range,
+        self.mapper = InputMapper(view.windows, view.encoder_input, self.normalization.input_range,
                                   self.parts.input_size, device)
         self.pixel_mean = torch.tensor(self.normalization.pixel_mean, device=device).view(1, 3, 1, 1)
         self.pixel_std = torch.tensor(self.normalization.pixel_std, device=device).view(1, 3, 1, 1)
-        self.slices = SliceDataset(images.data_folder, augment=False)
+        self.slices = SliceDataset(images.data_folder, self.mapper.encoder_input, augment=False)
         self.sampler = SliceSampler(images.data_folder, images.case_ids, seed=config.seed, oversample=0)
         self.monitor_specs = self._monitor_specs(config.monitor_slices)
         self.set_up_optimization(self.objective, config.learning_rate())

@@ -37,6 +37,7 @@ def cache_folder(preprocessed_folder, plan, metadata, amp):
         "input_normalization": [metadata["input_range"], metadata["pixel_mean"], metadata["pixel_std"]],
         "preprocessing": preprocessing_fields(plan),
         "windows": PlanView(plan).windows,
+        "encoder_input": PlanView(plan).encoder_input.fields(),
     }
     if metadata.get(PRETRAINED_KEY):  # an encoder from samunet_pretrain: its own embeddings
         key["pretrained_encoder_sha256"] = metadata[PRETRAINED_KEY]["sha256"]
@@ -107,7 +108,7 @@ class EmbeddingCache:
                 chunks = []
                 for first in range(0, data.shape[1], batch_size):
                     stop = min(first + batch_size, data.shape[1])
-                    images = mapper.images([flipped[:, s] for s in range(first, stop)])
+                    images = mapper.images([mapper.planes(flipped, s) for s in range(first, stop)])
                     with amp_context():
                         chunks.append(model.encode(images).float().cpu().numpy().astype(np.float16))
                     bar.update(images.shape[0])

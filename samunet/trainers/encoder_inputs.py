@@ -58,7 +58,7 @@ class ImageInputs:
     def epoch_inputs(self, batches):
         """Yield (inputs, targets) on the device for this rank's share of each global batch, augmented."""
         t = self.trainer
-        dataset = SliceDataset(t.data_folder, augment=t.cfg.augment, other_folders=t.other_folders())
+        dataset = SliceDataset(t.data_folder, t.mapper.encoder_input, augment=t.cfg.augment, other_folders=t.other_folders())
         in_workers = t.cfg.num_workers > 0 and t.device.type == "cpu"  # on a GPU, it resizes faster
         loader = DataLoader(dataset, batch_sampler=batches, num_workers=t.cfg.num_workers,
                             collate_fn=MappedCollate(t.mapper) if in_workers else collate_slices)
@@ -67,7 +67,7 @@ class ImageInputs:
 
     def plain_inputs(self, specs):
         """(inputs, targets) of the slices as preprocessed: validation."""
-        dataset = SliceDataset(self.trainer.data_folder, augment=False)
+        dataset = SliceDataset(self.trainer.data_folder, self.trainer.mapper.encoder_input, augment=False)
         images, labels = collate_slices([dataset[s] for s in specs])
         return self.trainer.mapper.images(images), self.trainer.mapper.labels(labels)
 
@@ -106,7 +106,7 @@ class CachedInputs(EncodedInputs):
         t = trainer
         self.cache = EmbeddingCache(t.preprocessed, t.data_folder, t.plan, t.model.metadata, t.cfg.amp,
                                     t.other_folders())
-        self.label_source = SliceDataset(t.data_folder, augment=False, other_folders=t.other_folders())
+        self.label_source = SliceDataset(t.data_folder, t.mapper.encoder_input, augment=False, other_folders=t.other_folders())
         self.mirrors = mirror_combinations(self.mirroring_axes())
         self.fill_seconds = 0.0
 

@@ -1,6 +1,9 @@
-"""Reads (and augments) preprocessed slices: SliceSpec -> (image (C, H, W), label (H, W)) numpy arrays.
+"""Reads (and augments) preprocessed slices: SliceSpec -> (image planes (P, H, W), label (H, W)) numpy arrays.
 
-Slices keep their preprocessed size; resizing to the backbone's input size happens on the device.
+The planes are what the plan's encoder input takes (models/input_mapping.py: each channel, with its
+neighbouring slices when the plan gives context); augmentation treats them as channels, so every plane
+gets the same spatial transform. Slices keep their preprocessed size; resizing to the backbone's input
+size happens on the device.
 """
 import numpy as np
 from torch.utils.data import Dataset
@@ -10,8 +13,9 @@ from samunet.trainers.augmentation import augment_slice
 
 
 class SliceDataset(Dataset):
-    def __init__(self, data_folder, augment=True, other_folders=None):
+    def __init__(self, data_folder, encoder_input, augment=True, other_folders=None):
         self.data_folder = data_folder
+        self.encoder_input = encoder_input
         self.other_folders = other_folders or {}  # case id -> folder, for cases kept elsewhere (synthetic ones)
         self.augment = augment
         self._open = {}  # lazily opened blosc2 arrays, per process
@@ -24,7 +28,7 @@ class SliceDataset(Dataset):
 
     def __getitem__(self, spec):
         data, seg = self._arrays(spec.case_id)
-        image = np.asarray(data[:, spec.slice_index], dtype=np.float32)
+        image = self.encoder_input.planes(data, spec.slice_index)
         if seg is None:  # an unlabelled case (pretraining): the image alone
             return image, None
         label = np.asarray(seg[spec.slice_index]).astype(np.int64)

@@ -6,7 +6,7 @@ cache) is the run's input source (trainers/encoder_inputs.py), chosen by the str
 themselves are declarations (samunet/models/strategies.py), not trainers. The final 3D validation is not
 the trainer's: samunet_train runs it after training (samunet/fold_validation.py).
 """
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,14 @@ from samunet.trainers.progress import plot_progress
 from samunet.trainers.slice_sampler import SliceSampler, validation_slices
 
 EMA_MOMENTUM = 0.9  # nnU-Net's moving average of the pseudo Dice
+EPOCH_LENGTH = (25, 250)  # bounds of the default iterations per epoch (250: nnU-Net's fixed epoch)
+
+
+def iterations_per_epoch(num_slices, batch_size):
+    """The default epoch: one pass over the training slices, within EPOCH_LENGTH, so that per-epoch
+    validation and the LR schedule's epochs mean about the same on 1 case and on 200."""
+    low, high = EPOCH_LENGTH
+    return int(min(high, max(low, -(-num_slices // batch_size))))
 
 
 @dataclass
@@ -40,8 +48,8 @@ class TrainConfig:
     backbone: str
     fold: str
     epochs: int = 50
-    iters_per_epoch: int = 250
-    batch_size: int = None  # None: the plan's, for this backbone
+    iters_per_epoch: int = None  # None: iterations_per_epoch() of the training slices
+    batch_size: int = None  # None: the plan's, for this backbone and the device's kind (cpu_batch_size on a CPU)
     lr: float = None  # None: 1e-4 when the whole encoder trains, else 5e-4
     weight_decay: float = 0.01
     ce_weight: float = 0.2
@@ -93,7 +101,7 @@ class SamTrainer(EpochLoop):
         self.train_cases, self.val_cases, self.synthetic = data.train_cases, data.val_cases, data.synthetic
         plan = PlanView(self.plan, self.preprocessed / PLANS_FILE)
         backbone_plan = plan.backbone(config.backbone)
-        self.batch_size = config.batch_size or backbone_plan["batch_size"]
+        self.batch_size = config.batch_size or plan.batch_size(config.backbone, device.type)
         if self.batch_size % dist_info.world_size:
             raise SamunetError(f"batch size {self.batch_size} does not split over {dist_info.world_size} processes")
         class_names = plan.class_names
@@ -110,11 +118,17 @@ class SamTrainer(EpochLoop):
                 "synthetic_cases": len(self.synthetic.case_ids), "synthetic_fraction": config.synthetic_fraction,
                 "set": self.synthetic.folder.name}
         # the model's metadata, not the plan, from here on: cache keys and prediction read it too
-        self.mapper = InputMapper(plan.windows, self.model.metadata["input_range"], self.model.input_size, device)
+        self.mapper = InputMapper(plan.windows, plan.encoder_input, self.model.metadata["input_range"], self.model.input_size, device)
         self.inputs = (input_source or encoder_inputs_for(config.strategy, config.use_cache))(self)
         self.model.metadata[MIRRORING_RECORD] = self.inputs.mirroring_axes()  # prediction mirrors along these only
         self.sampler = SliceSampler(self.data_folder, self.train_cases, seed=config.seed, synthetic=self.synthetic,
                                     synthetic_fraction=config.synthetic_fraction)
+        iterations = config.iters_per_epoch or iterations_per_epoch(
+            sum(self.sampler.num_slices[c] for c in self.train_cases), self.batch_size)
+        self.cfg = config = replace(config, batch_size=self.batch_size, iters_per_epoch=iterations)
+        # what this run used, in the checkpoint's readable JSON too
+        self.model.metadata["training"] = {"device": device.type, "batch_size": self.batch_size,
+                                           "iterations_per_epoch": iterations}
         # a batch without foreground has no prompts: DDP must then not wait for the prompt token's gradient
         self.find_unused_parameters = self.prompt_rule is not None
         self.set_up_optimization(self.inputs.trained_module(), config.learning_rate())
