@@ -127,7 +127,7 @@ def test_cached_and_uncached_training_see_the_same_context(make_dataset, env):
     encoded, same_targets = uncached.plain_inputs(specs)
     assert torch.equal(targets, same_targets)
     torch.testing.assert_close(embeddings, encoded, atol=2e-2, rtol=1e-2)  # the cache holds fp16
-    # and what the uncached path encodes is slices z-1, z, z+1 of the preprocessed volume
+    # and the encoder input of a slice (here through the whole-model path) is z-1, z, z+1 of the volume
     data = open_case(cached.data_folder, specs[0].case_id)[0][...]
     z, last = specs[0].slice_index, data.shape[1] - 1
     images, _ = SamTrainer(config, folder, env.results / "c", torch.device("cpu"), DistInfo(), show_progress=False,
