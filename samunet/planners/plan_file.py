@@ -34,7 +34,7 @@ def _backbone(v):
     return (isinstance(v, dict) and _integer(v.get("input_size")) and v["input_size"] > 0
             and _window(v.get("input_range")) and _numbers(3)(v.get("pixel_mean"))
             and _numbers(3, positive=True)(v.get("pixel_std")) and _integer(v.get("batch_size")) and v["batch_size"] >= 1
-            and (_integer(v.get("cpu_batch_size", 1)) and v.get("cpu_batch_size", 1) >= 1))
+            and _integer(v.get("cpu_batch_size", 1)) and v.get("cpu_batch_size", 1) >= 1)
 
 
 # key path -> (check, what the value must be)

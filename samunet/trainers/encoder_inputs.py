@@ -145,7 +145,7 @@ class CachedInputs(EncodedInputs):
         barrier(t.dist)
 
     def _labels(self, specs, mirrors):
-        return self.trainer.mapper.labels([np.flip(self.label_source[s][1], m) for s, m in zip(specs, mirrors)])
+        return self.trainer.mapper.labels([np.flip(self.label_source.label(s), m) for s, m in zip(specs, mirrors)])
 
     def mirror_of(self, spec):
         """The cached mirroring a training slice is shown in: from its augmentation seed (reproducible)."""

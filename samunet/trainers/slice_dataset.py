@@ -31,10 +31,15 @@ class SliceDataset(Dataset):
         image = self.encoder_input.planes(data, spec.slice_index)
         if seg is None:  # an unlabelled case (pretraining): the image alone
             return image, None
-        label = np.asarray(seg[spec.slice_index]).astype(np.int64)
+        label = self.label(spec)
         if self.augment:
             image, label = augment_slice(image, label, spec.augmentation_seed)
         return image, label
+
+    def label(self, spec):
+        """The slice's label as preprocessed, without reading its image planes (cached training reads
+        embeddings, not images)."""
+        return np.asarray(self._arrays(spec.case_id)[1][spec.slice_index]).astype(np.int64)
 
     def __len__(self):  # addressed by SliceSpec through a batch sampler, never by position
         raise TypeError("SliceDataset is indexed by SliceSpec")
