@@ -6,8 +6,10 @@ The fixed hippocampus split of benchmarks/hippocampus.py: all 191 pool cases for
 predicted from their raw files. `samunet_train 501 STRATEGY 0 -b litemedsam --time-budget B --epochs 1000
 -np 0` and nothing else: the plan's CPU batch, the data-scaled epoch, the embedding cache filled from cold
 inside the budget (or, when the fill would not fit, uncached training); `--epochs 1000` only so that the
-budget, not the default 50 epochs, ends the run. Then `samunet_predict` with its defaults. Writes
-WORK/full_data.json and prints one table row per run.
+budget, not the default 50 epochs, ends the run. Then `samunet_predict` with its defaults. With
+`--fused-slices N ...` each strategy also runs on the plan with `encoder_input.fused_slices` set to each N
+(3D context in the head), otherwise on the plan as planned. Writes WORK/full_data.json and prints one
+table row per run.
 """
 import argparse
 import json
@@ -27,13 +29,21 @@ def main():
     parser.add_argument("--budget-minutes", type=float, default=40.0)
     parser.add_argument("--strategies", nargs="+", default=["decoder"])
     parser.add_argument("--seed", type=int, default=12345)
+    parser.add_argument("--fused-slices", nargs="+", type=int, default=[None],
+                        help="plan variants: neighbours each side fused in the head (default: as planned)")
     args = parser.parse_args()
     work, env, images, labels, out, results = open_work(args.work, "full_data.json")
     _, val, pool = split(work)
     pre = work / "sam_pre" / DATASET
     (pre / "splits_final.json").write_text(json.dumps([{"train": pool, "val": val}]))
-    for strategy in args.strategies:
-        key = f"{strategy}_{args.budget_minutes:g}min_s{args.seed}"
+    planned = json.loads((pre / "samunet_plans.json").read_text())
+    for strategy, fused in [(s, f) for s in args.strategies for f in args.fused_slices]:
+        plan = json.loads(json.dumps(planned))
+        if fused is not None:
+            plan["encoder_input"]["fused_slices"] = fused
+        (pre / "samunet_plans.json").write_text(json.dumps(plan, indent=2))
+        fused = plan["encoder_input"].get("fused_slices", 0)
+        key = f"{strategy}_fused{fused}_{args.budget_minutes:g}min_s{args.seed}"
         if key in results:
             continue
         shutil.rmtree(pre / "embedding_cache", ignore_errors=True)  # the fill counts, from cold
@@ -48,14 +58,15 @@ def main():
         shutil.rmtree(preds, ignore_errors=True)
         predict_seconds = run(["samunet_predict", "-i", images, "-o", preds, "-d", "501", "-s", strategy, "-b",
                                "litemedsam", "-f", "0", "-npp", "1", "-nps", "1"], run_env, work / f"predict_{key}.log")
-        results[key] = {"train_command_seconds": seconds, "epochs": log_text.count(": train loss"),
+        results[key] = {"train_command_seconds": seconds, "fused_slices": fused,
+                        "epochs": log_text.count(": train loss"),
                         "uncached": "training without the cache" in log_text,
                         "predict_seconds_per_case": predict_seconds / len(list(images.iterdir())),
                         "test": evaluate(labels, preds), "log_head": log_text.splitlines()[:4]}
         save(out, results)
         r = results[key]
-        log(f"| {strategy} | {len(pool)} | {args.budget_minutes:g} | {r['epochs']} | {r['test']['mean']['Dice']:.3f} | "
-            f"{r['test']['mean']['HD95']:.2f} | {r['predict_seconds_per_case']:.1f} |")
+        log(f"| {strategy} | {fused} | {len(pool)} | {args.budget_minutes:g} | {r['epochs']} | "
+            f"{r['test']['mean']['Dice']:.3f} | {r['test']['mean']['HD95']:.2f} | {r['predict_seconds_per_case']:.1f} |")
 
 
 if __name__ == "__main__":

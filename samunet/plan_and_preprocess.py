@@ -16,6 +16,6 @@ def main(argv=None):
     args = parser.parse_args(argv)
     for dataset_id in args.d:
         run_fingerprint(dataset_id, args.np, args.verify_dataset_integrity, args.clean)
-        run_planning(dataset_id, args.gpu_memory_gb, args.context_slices)
+        run_planning(dataset_id, args.gpu_memory_gb, args.context_slices, args.fused_slices, args.channel_encoding)
         if not args.no_pp:
             preprocess_dataset(dataset_id, args.np, args.clean)

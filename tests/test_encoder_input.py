@@ -1,6 +1,5 @@
 """Encoder input: neighbouring slices as context, any number of channels, the plan's projection."""
 import shutil
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,17 +12,15 @@ from samunet.file_io import read_json, write_json
 from samunet.imageio import Geometry, write_image
 from samunet.inference.predict_cli import main as predict
 from samunet.inference.predictor import SlicePredictor, resize_probabilities
-from samunet.models.input_mapping import EncoderInput, InputMapper, default_projection
+from samunet.models.input_mapping import SEPARATE, EncoderInput, InputMapper, default_projection
 from samunet.plan_and_preprocess import main as plan_and_preprocess
-from samunet.planners.experiment_planner import CONTEXT_SLICES, context_slices_for
+from samunet.planners.experiment_planner import CHANNEL_ENCODING, CONTEXT_SLICES, context_slices_for
 from samunet.planners.plan_file import PlanView, check_plan
 from samunet.preprocessing.storage import open_case
 from samunet.run_training import train
-from samunet.trainers.distributed import DistInfo
-from samunet.trainers.encoder_inputs import ImageInputs
-from samunet.trainers.trainer import SamTrainer, TrainConfig
 
-from training_helpers import TINY_INPUT, prepare_dataset, train_args
+from training_helpers import (TINY_INPUT, edit_encoder_input, input_source_trainers, one_line_error, prepare_dataset,
+                              train_args)
 
 
 def test_context_planes_are_the_neighbouring_slices_with_edges_replicated():
@@ -105,21 +102,14 @@ def test_a_bad_encoder_input_in_the_plan_is_one_line(make_dataset, env):
 
 
 def use_context(folder, context):
-    """Edit the plan as a user would: `context` neighbours each side, the default projection for them."""
-    plan = read_json(folder / "samunet_plans.json")
-    plan["encoder_input"].update(EncoderInput.default(1, context).fields())
-    write_json(plan, folder / "samunet_plans.json")
-    return plan
+    """`context` neighbours each side, the default projection for them."""
+    return edit_encoder_input(folder, **EncoderInput.default(1, context).fields())
 
 
 def test_cached_and_uncached_training_see_the_same_context(make_dataset, env):
     folder = prepare_dataset(make_dataset, env, num_cases=4)
     use_context(folder, 1)
-    config = TrainConfig(strategy="decoder", backbone="tiny", fold="0", epochs=1, iters_per_epoch=1, batch_size=4,
-                         augment=False)
-    cached = SamTrainer(config, folder, env.results / "a", torch.device("cpu"), DistInfo(), show_progress=False)
-    uncached = SamTrainer(replace(config, use_cache=False), folder, env.results / "b", torch.device("cpu"), DistInfo(),
-                          show_progress=False)
+    cached, uncached, whole = input_source_trainers(folder, env)
     assert cached.inputs.cache.key["encoder_input"]["context_slices"] == 1  # a cache of its own
     cached.prepare()
     specs = cached.val_specs[:4]
@@ -130,8 +120,7 @@ def test_cached_and_uncached_training_see_the_same_context(make_dataset, env):
     # and the encoder input of a slice (here through the whole-model path) is z-1, z, z+1 of the volume
     data = open_case(cached.data_folder, specs[0].case_id)[0][...]
     z, last = specs[0].slice_index, data.shape[1] - 1
-    images, _ = SamTrainer(config, folder, env.results / "c", torch.device("cpu"), DistInfo(), show_progress=False,
-                           input_source=ImageInputs).plain_inputs(specs[:1])
+    images, _ = whole.plain_inputs(specs[:1])
     expected = cached.mapper.images([data[0, [max(z - 1, 0), z, min(z + 1, last)]]])
     torch.testing.assert_close(images, expected)
 
@@ -226,3 +215,84 @@ def test_a_channel_carrying_the_only_signal_of_a_class_is_used(four_channels, en
     train(train_args("full", *args), show_progress=False)
     blind = _rim_dice(configuration)
     assert seeing > blind + 0.3, (seeing, blind)
+
+
+def test_separately_encoded_channels_are_each_a_grey_image():
+    rng = np.random.default_rng(1)
+    windows = [[-1.0, 2.0], [0.0, 4.0]]
+    mapper = InputMapper(windows, EncoderInput.default(2, channel_encoding=SEPARATE), (0, 255), 16, torch.device("cpu"))
+    assert mapper.views == 2 and EncoderInput.default(2, 1, SEPARATE).context_slices == 0
+    planes = rng.normal(size=(2, 9, 11)).astype(np.float32)
+    images = mapper.images([planes, planes[::-1].copy()])
+    assert images.shape == (2, 2, 3, 16, 16)
+    for c, (lo, hi) in enumerate(windows):
+        x = ((torch.as_tensor(planes[c]) - lo) / (hi - lo)).clamp(0, 1)[None, None]
+        expected = F.interpolate(x, size=(16, 16), mode="bilinear")[0, 0] * 255
+        for k in range(3):
+            torch.testing.assert_close(images[0, c, k], expected)
+    fused = InputMapper(windows, EncoderInput.default(2, channel_encoding=SEPARATE), (0, 1), 16, torch.device("cpu"),
+                        fused_slices=1)
+    volume = rng.normal(size=(2, 4, 9, 11)).astype(np.float32)
+    stacked = fused.stacked_images([fused.stack(volume, 0)])
+    assert stacked.shape == (1, 6, 3, 16, 16)  # slices z-1, z, z+1, each 2 channels, slice-major
+    torch.testing.assert_close(stacked[0, 4:], fused.images([volume[:, 1]])[0])
+
+
+def test_a_plan_that_encodes_channels_separately_is_checked(four_channels):
+    _, folder = four_channels
+    plan = read_json(folder / "samunet_plans.json")
+    assert plan["encoder_input"]["channel_encoding"] == CHANNEL_ENCODING
+    separate = {**plan, "encoder_input": {**EncoderInput.default(4, channel_encoding=SEPARATE).fields(), "fused_slices": 0}}
+    check_plan(separate, "plan")
+    assert PlanView(separate).channel_views == 4 and PlanView(plan).channel_views == 1
+    for bad, message in (({"channel_encoding": "mixed"}, "must be 'projected' or 'separate'"),
+                         ({"channel_encoding": SEPARATE, "projection": [[0.25] * 4] * 3}, "'projection' null"),
+                         ({"channel_encoding": SEPARATE, "context_slices": 1}, "'context_slices' must be 0")):
+        with pytest.raises(SamunetError, match=message):
+            check_plan({**separate, "encoder_input": {**separate["encoder_input"], **bad}}, "plan")
+
+
+def use_separate_channels(folder, fused_slices=0):
+    return edit_encoder_input(folder, **EncoderInput.default(4, channel_encoding=SEPARATE).fields(),
+                              fused_slices=fused_slices)
+
+
+def test_separate_channels_cached_and_uncached_agree_and_prediction_matches(four_channels, env):
+    _, folder = four_channels
+    plan = use_separate_channels(folder, fused_slices=1)
+    cached, uncached, _ = input_source_trainers(folder, env)
+    assert cached.inputs.cache.key["encoder_input"]["channel_encoding"] == SEPARATE  # a cache of its own
+    cached.prepare()
+    specs = cached.val_specs[:4]
+    embeddings, targets = cached.plain_inputs(specs)
+    encoded, _ = uncached.plain_inputs(specs)
+    assert embeddings.shape[1] == 12  # 3 slices x 4 channels
+    torch.testing.assert_close(embeddings, encoded, atol=2e-2, rtol=1e-2)
+    model = cached.model
+    assert model.metadata["channel_views"] == 4
+    with torch.no_grad():
+        model.fusion.mix.weight.normal_(0, 0.05)
+    data = open_case(cached.data_folder, specs[0].case_id)[0][...]
+    probs = SlicePredictor([model], plan, {}, use_tta=False, batch_slices=3).predict_preprocessed(data)
+    z, last = specs[0].slice_index, data.shape[1] - 1
+    images = cached.mapper.images([data[:, j] for j in (max(z - 1, 0), z, min(z + 1, last))])  # (3, 4, 3, S, S)
+    with torch.no_grad():
+        expected = torch.softmax(model(images.flatten(0, 1)[None]), 1)
+    np.testing.assert_allclose(probs[:, z], resize_probabilities(expected, data.shape[2:])[0].numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("strategy", ["decoder", "lora_both"])
+def test_separate_channels_train_and_predict(four_channels, env, tmp_path, capsys, strategy):
+    raw, folder = four_channels
+    use_separate_channels(folder)
+    train(train_args(strategy, "--epochs", "1", "--iters-per-epoch", "2", "--val-slices", "4"), show_progress=False)
+    predict(["-i", str(raw / "imagesTr"), "-o", str(tmp_path / "preds"), "-npp", "1", "-nps", "1", "--amp", "off",
+             "-s", strategy])
+    assert len(list((tmp_path / "preds").glob("*.nii.gz"))) == 6
+    # a plan edited after training no longer matches the model: one line, not a shape error
+    plan_copy = env.results / raw.name / f"{strategy}__tiny" / "samunet_plans.json"
+    plan = read_json(plan_copy)
+    plan["encoder_input"] = EncoderInput.default(4).fields()
+    write_json(plan, plan_copy)
+    one_line_error(capsys, predict, ["-i", str(raw / "imagesTr"), "-o", str(tmp_path / "again"), "-npp", "1", "-nps",
+                                     "1", "-s", strategy], "encode 4 image(s) per slice", "gives 1")

@@ -62,18 +62,16 @@ def _oracle(predictor, raw):
         for s in range(data.shape[1]):
             lookup[hashlib.sha1(np.ascontiguousarray(data[:, s]).tobytes()).hexdigest()] = seg[s]
     size = predictor.mapper.size
-    context = predictor.mapper.encoder_input.context_slices
 
-    def slice_probabilities(slices, flips):
+    def chunk_probabilities(model, data, chunk, axes, kept):
         onehots = []
-        for planes in slices:
-            sl = planes[context :: 2 * context + 1]  # each channel's slice z, without its neighbours
-            seg = torch.from_numpy(lookup[hashlib.sha1(np.ascontiguousarray(sl).tobytes()).hexdigest()]).long()
+        for s in chunk:
+            seg = torch.from_numpy(lookup[hashlib.sha1(np.ascontiguousarray(data[:, s]).tobytes()).hexdigest()]).long()
             onehot = F.one_hot(seg, predictor.num_outputs).permute(2, 0, 1).float()[None]
             onehots.append(F.interpolate(onehot, size=(size, size), mode="nearest-exact")[0])
         return torch.stack(onehots)
 
-    predictor._slice_probabilities = slice_probabilities
+    predictor._chunk_probabilities = chunk_probabilities
 
 
 def dice(a, b):

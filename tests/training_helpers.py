@@ -37,3 +37,29 @@ def one_line_error(capsys, command, argv, *fragments):
     for fragment in fragments:
         assert fragment in line, line
     return line
+
+
+def edit_encoder_input(folder, **fields):
+    """Edit the plan's `encoder_input` as a user would; returns the plan."""
+    plan = read_json(folder / "samunet_plans.json")
+    plan["encoder_input"].update(fields)
+    write_json(plan, folder / "samunet_plans.json")
+    return plan
+
+
+def input_source_trainers(folder, env):
+    """Trainers of one un-augmented `decoder` iteration on `tiny`, one per input source: (cached, uncached,
+    through the whole model), to compare what each gives the head."""
+    import torch
+    from dataclasses import replace
+
+    from samunet.trainers.distributed import DistInfo
+    from samunet.trainers.encoder_inputs import ImageInputs
+    from samunet.trainers.trainer import SamTrainer, TrainConfig
+
+    config = TrainConfig(strategy="decoder", backbone="tiny", fold="0", epochs=1, iters_per_epoch=1, batch_size=4,
+                         augment=False)
+    cpu = torch.device("cpu")
+    return (SamTrainer(config, folder, env.results / "a", cpu, DistInfo(), show_progress=False),
+            SamTrainer(replace(config, use_cache=False), folder, env.results / "b", cpu, DistInfo(), show_progress=False),
+            SamTrainer(config, folder, env.results / "c", cpu, DistInfo(), show_progress=False, input_source=ImageInputs))

@@ -138,7 +138,8 @@ def add_common_arguments(p):
                    help="write into an output folder that holds files samunet_predict did not write")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None)
     p.add_argument("--amp", choices=("bf16", "fp16", "off"), default=None)
-    p.add_argument("--batch-slices", type=int_at_least(1), default=8, help="slices per forward pass (default 8)")
+    p.add_argument("--batch-slices", type=int_at_least(1), default=None,
+                   help="slices per forward pass (default 8; more for inputs under 136 pixels, 16 at 96 and below)")
     p.add_argument("-npp", type=int_at_least(1), default=2, help="processes reading and preprocessing cases (default 2)")
     p.add_argument("-nps", type=int_at_least(1), default=2, help="processes restoring geometry and writing (default 2)")
     p.add_argument("--checkpoint", default=None, help="base SAM weights file, for vit_* / mobile_sam")

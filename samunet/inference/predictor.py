@@ -21,14 +21,22 @@ from samunet.file_io import read_json
 from samunet.inference.mirroring import allowed_mirroring_axes, tensor_flips, warn_if_unrecorded
 from samunet.layout import PLANS_FILE, configuration_name, fold_folder
 from samunet.models.amp import amp_dtype, autocast_factory
-from samunet.models.build import PROMPTS_KEY
+from samunet.models.build import CHANNEL_VIEWS_KEY, FUSED_SLICES_KEY, PROMPTS_KEY
 from samunet.models.checkpoint import load_model
 from samunet.models.inference_precision import for_inference
 from samunet.models.input_mapping import InputMapper
 from samunet.models.pretrained_encoder import METADATA_KEY as PRETRAINED_KEY
+from samunet.models.slice_fusion import gather_neighbours, neighbour_indices
 from samunet.planners.plan_file import PlanView, read_plan
 
 MIRROR_NEIGHBOURS = 1
+# Slices per forward pass by default: 8, more for small inputs (16 at 96), which encode faster per slice
+# in larger batches on a CPU (docs/benchmarks.md "Prediction cost") and need little memory.
+BATCH_SLICES, BATCH_PIXELS, MAX_BATCH_SLICES = 8, 16 * 96 * 96, 16
+
+
+def default_batch_slices(input_size):
+    return max(BATCH_SLICES, min(MAX_BATCH_SLICES, BATCH_PIXELS // input_size**2))
 
 
 def _nearest_inverse(small, large, device):
@@ -68,7 +76,7 @@ def check_provenance(metadata, folder, plan, path):
 
 
 class SlicePredictor:
-    def __init__(self, models, plan, dataset_json, device=None, amp="off", batch_slices=8, use_tta=True):
+    def __init__(self, models, plan, dataset_json, device=None, amp="off", batch_slices=None, use_tta=True):
         self.plan, self.dataset_json = plan, dataset_json
         self.device = device or torch.device("cpu")
         self.models = [for_inference(m, amp_dtype(amp)) for m in models]  # taken over: changed in place
@@ -78,15 +86,18 @@ class SlicePredictor:
         self.flips = tensor_flips(self.mirroring_axes)
         view = PlanView(plan)
         self.mapper = InputMapper(view.windows, view.encoder_input, meta["input_range"], meta["input_size"],
-                                  self.device)
+                                  self.device, meta.get(FUSED_SLICES_KEY, 0))
+        if any(m.metadata.get(CHANNEL_VIEWS_KEY, 1) != self.mapper.views for m in self.models):
+            raise SamunetError(f"the models encode {meta.get(CHANNEL_VIEWS_KEY, 1)} image(s) per slice, but the plan's "
+                               f"encoder_input gives {self.mapper.views}: was the plan edited after training?")
         self.autocast = autocast_factory(self.device, amp)
-        self.batch_slices = batch_slices
+        self.batch_slices = batch_slices or default_batch_slices(meta["input_size"])
         self.num_outputs = self.models[0].num_outputs
         self.mirror_all_slices = False  # True: mirrored passes on every slice (samunet_predict --tta-all-slices)
 
     @classmethod
     def from_model_folder(cls, model_folders, folds, checkpoint_name="checkpoint_final.pth", device=None, amp="off",
-                          base_checkpoint=None, batch_slices=8, use_tta=True):
+                          base_checkpoint=None, batch_slices=None, use_tta=True):
         """Models of the given folds of one or more results subfolders (<strategy>__<backbone>/) of one
         dataset and backbone: all of them are averaged."""
         folders = [Path(f) for f in (model_folders if isinstance(model_folders, (list, tuple)) else [model_folders])]
@@ -103,32 +114,39 @@ class SlicePredictor:
                 if use_tta:
                     warn_if_unrecorded(model.metadata, path)
                 models.append(model)
-        if len({(m.metadata["backbone"], m.metadata["input_size"]) for m in models}) > 1:
-            raise SamunetError("an ensemble must share one backbone and input size")
+        if len({(m.metadata["backbone"], m.metadata["input_size"], m.metadata[FUSED_SLICES_KEY]) for m in models}) > 1:
+            raise SamunetError("an ensemble must share one backbone, input size and number of fused slices")
         return cls(models, plan, read_json(folders[0] / "dataset.json"), device, amp, batch_slices, use_tta)
 
     @torch.no_grad()
-    def _slice_probabilities(self, slices, flips):
-        """list of (planes, h, w) -> (B, K+1, S, S) mean softmax over folds and the given flips."""
-        images = self.mapper.images(slices)
-        total = torch.zeros(images.shape[0], self.num_outputs, *images.shape[-2:], device=self.device)
-        for model in self.models:
-            for axes in flips:
-                x = images.flip(axes) if axes else images
-                with self.autocast():
-                    logits = model(x)
-                probs = torch.softmax(logits.float(), dim=1)
-                total += probs.flip(axes) if axes else probs
-        return total / (len(self.models) * len(flips))
+    def _chunk_probabilities(self, model, data, chunk, axes, kept):
+        """(len(chunk), K+1, S, S) softmax of one model on slices `chunk`, the input mirrored along `axes`
+        (and the output back). `kept`: slice index -> embedding in this pass, updated: each slice is encoded
+        once, also when the head fuses it into its neighbours' predictions."""
+        num_slices, fused = data.shape[1], self.mapper.fused_slices
+        needed = sorted({j for s in chunk for j in neighbour_indices(s, fused, num_slices)} - set(kept))
+        if needed:
+            images = self.mapper.images([self.mapper.planes(data, j) for j in needed])
+            with self.autocast():
+                kept.update(zip(needed, model.encode(images.flip(axes) if axes else images)))
+        with self.autocast():
+            logits = model.decode(gather_neighbours(kept, chunk, fused, num_slices))
+        probs = torch.softmax(logits.float(), dim=1)
+        return probs.flip(axes) if axes else probs
 
     def _probabilities(self, data, slice_indices, flips):
-        """(K+1, len(slice_indices), H, W) at the preprocessed slice size."""
+        """(K+1, len(slice_indices), H, W) at the preprocessed slice size: the mean over folds and the
+        given flips. `slice_indices` ascending (a pass keeps only the embeddings its next chunks need)."""
         out = np.zeros((self.num_outputs, len(slice_indices), *data.shape[2:]), dtype=np.float32)
-        for start in range(0, len(slice_indices), self.batch_slices):
-            chunk = slice_indices[start : start + self.batch_slices]
-            probs = self._slice_probabilities([self.mapper.planes(data, s) for s in chunk], flips)
-            out[:, start : start + len(chunk)] = resize_probabilities(probs, data.shape[2:]).permute(1, 0, 2, 3).cpu().numpy()
-        return out
+        for model in self.models:
+            for axes in flips:
+                kept = {}
+                for start in range(0, len(slice_indices), self.batch_slices):
+                    chunk = slice_indices[start : start + self.batch_slices]
+                    probs = resize_probabilities(self._chunk_probabilities(model, data, chunk, axes, kept), data.shape[2:])
+                    out[:, start : start + len(chunk)] += probs.permute(1, 0, 2, 3).cpu().numpy()
+                    kept = {j: e for j, e in kept.items() if j >= chunk[-1] - self.mapper.fused_slices}
+        return out / (len(self.models) * len(flips))
 
     def predict_preprocessed(self, data):
         """data (C, S, H, W) normalised -> probabilities (K+1, S, H, W) in preprocessed space."""

@@ -14,6 +14,7 @@ import torch
 from samunet.errors import SamunetError
 from samunet.inference.predictor import SlicePredictor, resize_probabilities
 from samunet.models.build import PROMPTS_KEY
+from samunet.models.slice_fusion import gather_neighbours, neighbour_indices
 from samunet.prompts.derivation import MEAN_GROWTH, PromptRule, prompts_from_labels
 from samunet.prompts.tensors import class_probabilities, in_prompt_order, prompt_groups
 
@@ -31,10 +32,14 @@ class PromptedPredictor(SlicePredictor):
 
     @torch.no_grad()
     def _encoded(self, data, slices, volume_key):
-        """(models, len(slices), C, h, w) encoder outputs, computed once per slice of a volume."""
+        """Per model the encoder outputs of `slices` as the model's head takes them (models/slice_fusion.py
+        gather_neighbours: with their neighbours and channels when it fuses them), each slice encoded once
+        per volume."""
         if volume_key is None or volume_key != self._volume:
             self._volume, self._embeddings = volume_key, {}
-        missing = [s for s in slices if s not in self._embeddings]
+        num_slices, fused = data.shape[1], self.mapper.fused_slices
+        needed = sorted({j for s in slices for j in neighbour_indices(s, fused, num_slices)})
+        missing = [s for s in needed if s not in self._embeddings]
         for start in range(0, len(missing), self.batch_slices):
             chunk = missing[start : start + self.batch_slices]
             images = self.mapper.images([self.mapper.planes(data, s) for s in chunk])
@@ -42,7 +47,8 @@ class PromptedPredictor(SlicePredictor):
                 encoded = [m.encode(images).float() for m in self.models]
             for i, s in enumerate(chunk):
                 self._embeddings[s] = [e[i] for e in encoded]
-        return [torch.stack([self._embeddings[s][m] for s in slices]) for m in range(len(self.models))]
+        return [gather_neighbours({s: e[m] for s, e in self._embeddings.items()}, slices, fused, num_slices)
+                for m in range(len(self.models))]
 
     @torch.no_grad()
     def predict_with_prompts(self, data, prompts, volume_key=None):

@@ -13,9 +13,12 @@ from samunet.models.heads import HEADS
 from samunet.models.lora import add_lora
 from samunet.models.pretrained_encoder import METADATA_KEY as PRETRAINED_KEY, apply_pretrained_encoder
 from samunet.models.segmenter import SamSegmenter
+from samunet.models.slice_fusion import SliceFusion
 from samunet.models.strategies import get_strategy
 
 PROMPTS_KEY = "prompts"  # in model metadata: how a prompted model was trained (kind, jitter, negatives)
+FUSED_SLICES_KEY = "fused_slices"  # in model metadata: neighbours each side whose embeddings the head fuses
+CHANNEL_VIEWS_KEY = "channel_views"  # in model metadata: encoder images per slice (channels encoded separately)
 ENCODER_LORA_TARGETS = {"qkv"}
 DECODER_LORA_TARGETS = {"q_proj", "v_proj"}
 
@@ -42,7 +45,9 @@ def trainable_parameter_names(model, strategy):
     head = model.head
     names = set()
     for name, _ in model.named_parameters():
-        if name.startswith("encoder."):
+        if name.startswith("fusion."):  # new, like a head's class tokens: trained by every strategy
+            names.add(name)
+        elif name.startswith("encoder."):
             if _selected(strategy.encoder, name, ()):
                 names.add(name)
         elif name.startswith("head."):
@@ -56,7 +61,7 @@ def trainable_parameter_names(model, strategy):
 
 def build_model(backbone, strategy, num_classes, input_size=None, checkpoint=None, class_names=None,
                 peft=PeftConfig(), weights=True, seed=0, pretrained_encoder=None, pretrained_sha256=None, prompts=None,
-                normalization=None):
+                normalization=None, fused_slices=0, channel_views=1):
     """A SamSegmenter on `backbone` (weights from `checkpoint` or the registry's default) tuned as
     `strategy` declares, with K = num_classes foreground classes. weights=False: architecture only.
     `pretrained_encoder`: a samunet_pretrain output folder whose encoder replaces the backbone's (its file
@@ -64,7 +69,8 @@ def build_model(backbone, strategy, num_classes, input_size=None, checkpoint=Non
     (prompts/derivation.py PromptRule as a dict), recorded in its metadata. New parameters (heads, LoRA,
     adapters) are initialised from `seed`, whatever the global RNG state. `normalization`: the encoder
     input's {input_range, pixel_mean, pixel_std} (the plan's, or --input-normalization's); default the
-    backbone's own (models/backbone_registry.py)."""
+    backbone's own (models/backbone_registry.py). `fused_slices` n > 0: the head fuses the embeddings of
+    slices z - n .. z + n, `channel_views` > 1 the embeddings of each channel (models/slice_fusion.py)."""
     strategy = get_strategy(strategy)
     head_class = HEADS[strategy.head]
     if prompts and not head_class.uses_prompts:
@@ -79,6 +85,8 @@ def build_model(backbone, strategy, num_classes, input_size=None, checkpoint=Non
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         head = head_class(parts, num_classes, prompted=True) if prompts else head_class(parts, num_classes)
+        fused = fused_slices or channel_views > 1
+        fusion = SliceFusion(parts.embed_dim, fused_slices, channel_views) if fused else None
         if strategy.encoder == "lora":
             add_lora(parts.image_encoder, ENCODER_LORA_TARGETS, peft.lora_rank, peft.lora_alpha, peft.lora_dropout)
         elif strategy.encoder == "adapter":
@@ -97,6 +105,8 @@ def build_model(backbone, strategy, num_classes, input_size=None, checkpoint=Non
         "input_size": parts.input_size,
         "base_weights": parts.base_weights,
         "peft": asdict(peft),
+        FUSED_SLICES_KEY: fused_slices,
+        CHANNEL_VIEWS_KEY: channel_views,
         **normalization.fields(),
     }
     if pretrained:
@@ -104,7 +114,7 @@ def build_model(backbone, strategy, num_classes, input_size=None, checkpoint=Non
     if prompts:
         metadata[PROMPTS_KEY] = dict(prompts)
     model = SamSegmenter(parts.image_encoder, head, parts.input_size, normalization.pixel_mean, normalization.pixel_std,
-                         strategy.encoder_frozen, metadata)
+                         strategy.encoder_frozen, metadata, fusion)
     trainable = trainable_parameter_names(model, strategy)
     for name, param in model.named_parameters():
         param.requires_grad_(name in trainable)

@@ -14,7 +14,7 @@ import torch
 
 from samunet.errors import SamunetError
 from samunet.file_io import write_json
-from samunet.models.build import PROMPTS_KEY, PeftConfig, build_model
+from samunet.models.build import CHANNEL_VIEWS_KEY, FUSED_SLICES_KEY, PROMPTS_KEY, PeftConfig, build_model
 from samunet.models.pretrained_encoder import METADATA_KEY as PRETRAINED_KEY, folder_for_checkpoint
 from samunet.models.torch_files import load_torch, save_torch
 
@@ -79,7 +79,8 @@ def load_model(path, checkpoint=None, device="cpu"):
                         checkpoint=checkpoint, class_names=meta["class_names"], peft=PeftConfig(**meta["peft"]),
                         pretrained_encoder=folder_for_checkpoint(path, pretrained) if pretrained else None,
                         pretrained_sha256=pretrained["sha256"] if pretrained else None, prompts=meta.get(PROMPTS_KEY),
-                        normalization=meta)
+                        normalization=meta, fused_slices=meta.get(FUSED_SLICES_KEY, 0),
+                        channel_views=meta.get(CHANNEL_VIEWS_KEY, 1))
     if model.metadata["base_weights"] != meta["base_weights"]:
         raise SamunetError(
             f"{path}: trained on base weights {meta['base_weights'][:16]}..., but the {meta['backbone']} weights "

@@ -2,8 +2,9 @@
 
 For `sam_decoder` strategies without adapters the keys follow segment_anything's `Sam` naming
 (`image_encoder.`, `prompt_encoder.`, `mask_decoder.`), so the file loads into segment_anything classes
-built with `num_multimask_outputs = K` (K+1 mask tokens; a prompted model has SAM's 4 in front). Other heads and adapters keep samunet's names
-(`encoder.`, `head.`) and load into samunet's model. A JSON beside the file says which.
+built with `num_multimask_outputs = K` (K+1 mask tokens; a prompted model has SAM's 4 in front). Other heads,
+adapters and heads that fuse neighbouring slices keep samunet's names (`encoder.`, `head.`, `fusion.`) and
+load into samunet's model. A JSON beside the file says which.
 """
 import argparse
 from pathlib import Path
@@ -24,8 +25,9 @@ def export_state(model):
     merge_lora(model)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     strategy = get_strategy(model.metadata["strategy"])
-    if strategy.head != "sam_decoder" or "adapter" in (strategy.encoder, strategy.decoder):
-        return state, "samunet.models.build.build_model(...) with strategy 'full' keys (encoder., head.)"
+    if strategy.head != "sam_decoder" or "adapter" in (strategy.encoder, strategy.decoder) or model.fusion is not None:
+        # a fusing head (fusion.) has no segment_anything counterpart
+        return state, "samunet.models.build.build_model(...) with strategy 'full' keys (encoder., head., fusion.)"
     renamed = {}
     for key, value in state.items():
         for old, new in SAM_NAMES:

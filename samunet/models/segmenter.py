@@ -1,7 +1,9 @@
 """The trainable model: image encoder + head, images in -> (B, K+1, S, S) class logits out, and, for a
 prompted head, one (S, S) mask logit map per prompt.
 
-`encode` and `decode` are separate so that a trainer can cache embeddings of a frozen encoder.
+`encode` and `decode` are separate so that a trainer can cache embeddings of a frozen encoder. A model
+with 3D context in the head (models/slice_fusion.py) takes per slice the images, and decodes the
+embeddings, of slices z - n .. z + n: (B, 2n + 1, ...) instead of (B, ...).
 """
 import torch
 import torch.nn.functional as F
@@ -10,10 +12,11 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 
 class SamSegmenter(nn.Module):
-    def __init__(self, encoder, head, input_size, pixel_mean, pixel_std, encoder_frozen, metadata):
+    def __init__(self, encoder, head, input_size, pixel_mean, pixel_std, encoder_frozen, metadata, fusion=None):
         super().__init__()
         self.encoder = encoder
         self.head = head
+        self.fusion = fusion  # a SliceFusion, or None: the slice alone
         self.input_size = input_size
         self.encoder_frozen = encoder_frozen
         self.metadata = metadata
@@ -25,8 +28,15 @@ class SamSegmenter(nn.Module):
         return self.head.num_outputs
 
     def encode(self, images):
-        """images: (B, 3, S, S) in the backbone's input range (plan: backbones.<name>.input_range)."""
+        """images: (B, 3, S, S) in the backbone's input range (plan: backbones.<name>.input_range), or
+        (B, 2n + 1, 3, S, S) for a model that fuses neighbouring slices (each encoded alone)."""
+        if images.dim() == 5:
+            return self.encode(images.flatten(0, 1)).unflatten(0, images.shape[:2])
         return self.encoder((images - self.pixel_mean) / self.pixel_std)
+
+    def fused(self, embeddings):
+        """The head's input: (B, C, h, w), neighbouring slices' embeddings fused when the model does that."""
+        return embeddings if self.fusion is None else self.fusion(embeddings)
 
     def _at_input_size(self, logits):
         if logits.shape[-2:] != (self.input_size, self.input_size):
@@ -35,13 +45,13 @@ class SamSegmenter(nn.Module):
 
     def decode_prompts(self, embeddings, group):
         """One prompts/tensors.PromptGroup on (B, C, h, w) embeddings -> (P, S, S) mask logits."""
-        masks = self.head.segment_prompts(embeddings[group.slice_index], group.boxes, group.points)
+        masks = self.head.segment_prompts(self.fused(embeddings[group.slice_index]), group.boxes, group.points)
         return self._at_input_size(masks)[:, 0]
 
     def decode(self, embeddings, prompt_groups=None):
         """Class logits (B, K+1, S, S); with prompt groups also the list of their mask logits (prompted
         training computes both from one set of embeddings)."""
-        logits = self._at_input_size(self.head(embeddings))
+        logits = self._at_input_size(self.head(self.fused(embeddings)))
         if prompt_groups is None:
             return logits
         return logits, [self.decode_prompts(embeddings, g) for g in prompt_groups]

@@ -11,7 +11,8 @@ from samunet.layout import FINGERPRINT_FILE, PLANS_FILE, SPLITS_FILE
 from samunet.parallel import add_num_processes_argument
 from samunet.paths import find_raw_dataset, preprocessed_root
 from samunet.planners.backbone_sizing import DEFAULT_GPU_MEMORY_GB
-from samunet.planners.experiment_planner import CONTEXT_SLICES, plan_experiment
+from samunet.models.input_mapping import PROJECTED, SEPARATE
+from samunet.planners.experiment_planner import CHANNEL_ENCODING, CONTEXT_SLICES, FUSED_SLICES, plan_experiment
 from samunet.planners.fingerprint import extract_fingerprint
 from samunet.planners.plan_file import read_splits
 from samunet.planners.splits import make_splits
@@ -47,25 +48,29 @@ def _fingerprint_locked(raw, out, num_processes, clean):
     return path
 
 
-def run_planning(dataset_id, gpu_memory_gb=DEFAULT_GPU_MEMORY_GB, context_slices=CONTEXT_SLICES):
+def run_planning(dataset_id, gpu_memory_gb=DEFAULT_GPU_MEMORY_GB, context_slices=CONTEXT_SLICES,
+                 fused_slices=FUSED_SLICES, channel_encoding=CHANNEL_ENCODING):
     """Write samunet_plans.json, and splits_final.json unless one exists (users may have edited theirs)."""
     out = preprocessed_root() / find_raw_dataset(dataset_id).name
     with folder_lock(out, "samunet_plan_experiment"):
-        return _plan_locked(out, gpu_memory_gb, context_slices)
+        return _plan_locked(out, gpu_memory_gb, context_slices, fused_slices, channel_encoding)
 
 
-def _plan_locked(out, gpu_memory_gb, context_slices):
+def _plan_locked(out, gpu_memory_gb, context_slices, fused_slices, channel_encoding):
     fingerprint_path = out / FINGERPRINT_FILE
     if not fingerprint_path.is_file():
         raise SamunetError(f"{fingerprint_path}: no fingerprint yet; run samunet_extract_fingerprint first")
     if gpu_memory_gb <= 0:
         raise SamunetError(f"--gpu-memory-gb must be positive, got {gpu_memory_gb}")
     fingerprint = read_json(fingerprint_path)
-    plan = plan_experiment(fingerprint, gpu_memory_gb, context_slices=context_slices)
+    plan = plan_experiment(fingerprint, gpu_memory_gb, context_slices=context_slices, fused_slices=fused_slices,
+                           channel_encoding=channel_encoding)
     write_json(plan, out / PLANS_FILE)
     print(f"default backbone: {plan['default_backbone']} ({plan['default_backbone_reason']})")
     print(f"slicing axis {plan['slicing_axis']} (z, y, x order), in-plane spacing {plan['in_plane_spacing_transposed']}, "
-          f"{plan['encoder_input']['context_slices']} context slice(s) each side")
+          f"{plan['encoder_input']['context_slices']} context slice(s) each side in the encoder input, "
+          f"{plan['encoder_input']['fused_slices']} fused in the head, channels "
+          f"{plan['encoder_input']['channel_encoding']}")
     splits_path = out / SPLITS_FILE
     if splits_path.is_file():
         known = {c for fold in read_splits(splits_path) for c in fold["train"] + fold["val"]}
@@ -97,6 +102,16 @@ def add_planning_arguments(parser):
         help="neighbouring slices each side fed to the encoder with each slice (1: slices z-1, z, z+1 as SAM's "
              f"three channels; default {CONTEXT_SLICES}); never on 2D or multi-channel data",
     )
+    parser.add_argument(
+        "--fused-slices", type=int_at_least(0), default=FUSED_SLICES,
+        help="neighbouring slices each side whose embeddings the head fuses with each slice's (each slice "
+             f"encoded alone; default {FUSED_SLICES}); never on 2D data",
+    )
+    parser.add_argument(
+        "--channel-encoding", choices=(PROJECTED, SEPARATE), default=CHANNEL_ENCODING,
+        help="several channels: projected into SAM's 3 input channels, or each encoded alone as a grey image "
+             f"and the embeddings fused in the head (C encoder passes per slice; default {CHANNEL_ENCODING})",
+    )
 
 
 @cli_entry
@@ -114,4 +129,4 @@ def plan_experiment_entry(argv=None):
     parser.add_argument("-d", required=True, help="dataset id, e.g. 501")
     add_planning_arguments(parser)
     args = parser.parse_args(argv)
-    run_planning(args.d, args.gpu_memory_gb, args.context_slices)
+    run_planning(args.d, args.gpu_memory_gb, args.context_slices, args.fused_slices, args.channel_encoding)

@@ -12,11 +12,15 @@ import numpy as np
 from samunet import __version__
 from samunet.layout import DATA_IDENTIFIER
 from samunet.models.backbone_registry import BACKBONES
-from samunet.models.input_mapping import EncoderInput
+from samunet.models.input_mapping import PROJECTED, EncoderInput
 from samunet.planners.backbone_sizing import CPU_BATCH_SIZE, batch_size_for, input_size_for
 
-# Neighbouring slices given to the encoder on 3D single-channel data (docs/benchmarks.md "3D context")
+# Neighbouring slices given to the encoder on 3D single-channel data, and neighbours each side whose
+# embeddings the head fuses on 3D data (docs/benchmarks.md "3D context")
 CONTEXT_SLICES = 0
+FUSED_SLICES = 0
+# How several channels reach the encoder (docs/benchmarks.md "Any number of channels")
+CHANNEL_ENCODING = PROJECTED
 TWO_D_SPACING = 999.0  # the slice spacing converters give 2D images (nnU-Net's convention)
 ANISOTROPY_THRESHOLD = 3.0  # nnU-Net's: an axis this many times coarser than the others is 'anisotropic'
 CHECKPOINTS_VAR = "SAMUNET_CHECKPOINTS"
@@ -64,15 +68,30 @@ def _normalization_scheme(name, stats, use_nonzero_mask, zscore_window):
     return {"scheme": "zscore", "use_nonzero_mask": use_nonzero_mask}, window
 
 
-def context_slices_for(fingerprint, slicing_axis, wanted=CONTEXT_SLICES):
-    """How many neighbours each side a slice's encoder input carries: `wanted` on 3D data with one channel;
-    none for 2D data (a single slice, or the 2D spacing) and for several channels, whose channels fill
-    SAM's three inputs (a projection that also took neighbours would average the channels)."""
+def is_2d(fingerprint, slicing_axis):
+    """A single slice, or the spacing converters give 2D images: no neighbours to use."""
     slices = np.median([shape[slicing_axis] for shape in fingerprint["shapes_after_crop"]])
     spacing = np.median([s[slicing_axis] for s in fingerprint["spacings"]])
-    if len(fingerprint["channel_names"]) > 1 or slices <= 1 or spacing >= TWO_D_SPACING:
+    return slices <= 1 or spacing >= TWO_D_SPACING
+
+
+def context_slices_for(fingerprint, slicing_axis, wanted=CONTEXT_SLICES):
+    """How many neighbours each side a slice's encoder input carries: `wanted` on 3D data with one channel;
+    none for 2D data and for several channels, whose channels fill SAM's three inputs (a projection that
+    also took neighbours would average the channels)."""
+    if len(fingerprint["channel_names"]) > 1 or is_2d(fingerprint, slicing_axis):
         return 0
     return wanted
+
+
+def channel_encoding_for(fingerprint, wanted=CHANNEL_ENCODING):
+    """`wanted` for several channels; one channel is always projected (its own grey image already)."""
+    return wanted if len(fingerprint["channel_names"]) > 1 else PROJECTED
+
+
+def fused_slices_for(fingerprint, slicing_axis, wanted=FUSED_SLICES):
+    """How many neighbours each side the head fuses: `wanted` on 3D data, any number of channels."""
+    return 0 if is_2d(fingerprint, slicing_axis) else wanted
 
 
 def default_backbone(checkpoints_dir):
@@ -84,7 +103,8 @@ def default_backbone(checkpoints_dir):
     return "litemedsam", f"no {vit_b_file} ({where}); using the bundled LiteMedSAM weights"
 
 
-def plan_experiment(fingerprint, gpu_memory_gb, checkpoints_dir=None, context_slices=CONTEXT_SLICES):
+def plan_experiment(fingerprint, gpu_memory_gb, checkpoints_dir=None, context_slices=CONTEXT_SLICES,
+                    fused_slices=FUSED_SLICES, channel_encoding=CHANNEL_ENCODING):
     """Build the plan dict from a fingerprint (see README 'samunet_plans.json')."""
     if checkpoints_dir is None:
         checkpoints_dir = os.environ.get(CHECKPOINTS_VAR)
@@ -146,10 +166,13 @@ def plan_experiment(fingerprint, gpu_memory_gb, checkpoints_dir=None, context_sl
             "window_per_channel": windows,
         },
         "encoder_input": {
-            "description": "the encoder's 3 input channels from each slice's planes (per channel, slices "
-            "z - context_slices .. z + context_slices, edges replicated): input channel k = sum of "
-            "projection[k][p] * windowed plane p",
-            **EncoderInput.default(len(windows), context).fields(),
+            "description": "channel_encoding 'projected': the encoder's 3 input channels from each slice's "
+            "planes (per channel, slices z - context_slices .. z + context_slices, edges replicated): input "
+            "channel k = sum of projection[k][p] * windowed plane p; 'separate': each channel's windowed "
+            "plane encoded alone in all 3 channels, the embeddings fused in the head. The head also fuses "
+            "the embeddings of slices z - fused_slices .. z + fused_slices, each encoded alone",
+            **EncoderInput.default(len(windows), context, channel_encoding_for(fingerprint, channel_encoding)).fields(),
+            "fused_slices": fused_slices_for(fingerprint, forward[0], fused_slices),
         },
         "backbones": backbones,
         "default_backbone": backbone,

@@ -4,7 +4,7 @@ the file and the offending key, instead of a traceback somewhere downstream."""
 from samunet.errors import SamunetError
 from samunet.file_io import read_json
 from samunet.layout import PLANS_FILE
-from samunet.models.input_mapping import EncoderInput
+from samunet.models.input_mapping import PROJECTED, SEPARATE, EncoderInput
 from samunet.planners.backbone_sizing import CPU_BATCH_SIZE
 
 NORMALIZATION_SCHEMES = ("ct", "zscore", "rgb_to_0_1", "none")
@@ -74,15 +74,29 @@ def _check_encoder_input(plan, path):
     entry = plan.get("encoder_input")
     if entry is None:
         return
-    n = entry.get("context_slices") if isinstance(entry, dict) else None
+    if not isinstance(entry, dict):
+        raise SamunetError(f"{path}: 'encoder_input' must be an object, not {entry!r:.80}")
+    encoding = entry.get("channel_encoding", PROJECTED)
+    if encoding not in (PROJECTED, SEPARATE):
+        raise SamunetError(f"{path}: 'encoder_input.channel_encoding' must be '{PROJECTED}' or '{SEPARATE}', "
+                           f"not {encoding!r:.80}")
+    n = entry.get("context_slices")
     if not (_integer(n) and n >= 0):
         raise SamunetError(f"{path}: 'encoder_input.context_slices' must be an integer >= 0, not {n!r:.80}")
-    planes = len(plan["channel_names"]) * (2 * n + 1)
     rows = entry.get("projection")
-    if not (isinstance(rows, list) and len(rows) == 3 and all(_numbers(planes)(r) and min(r) >= 0 and
-                                                               abs(sum(r) - 1) < 1e-3 for r in rows)):
-        raise SamunetError(f"{path}: 'encoder_input.projection' must be 3 rows of {planes} non-negative weights "
-                           f"summing to 1 (one per channel and slice of the context), not {rows!r:.80}")
+    if encoding == SEPARATE:
+        if n or rows is not None:
+            raise SamunetError(f"{path}: 'encoder_input' encodes channels separately: 'context_slices' must be 0 "
+                               "and 'projection' null")
+    else:
+        planes = len(plan["channel_names"]) * (2 * n + 1)
+        if not (isinstance(rows, list) and len(rows) == 3 and all(_numbers(planes)(r) and min(r) >= 0 and
+                                                                   abs(sum(r) - 1) < 1e-3 for r in rows)):
+            raise SamunetError(f"{path}: 'encoder_input.projection' must be 3 rows of {planes} non-negative weights "
+                               f"summing to 1 (one per channel and slice of the context), not {rows!r:.80}")
+    fused = entry.get("fused_slices", 0)
+    if not (_integer(fused) and fused >= 0):
+        raise SamunetError(f"{path}: 'encoder_input.fused_slices' must be an integer >= 0, not {fused!r:.80}")
 
 
 def check_plan(plan, path):
@@ -145,7 +159,20 @@ class PlanView:
         entry = self._plan.get("encoder_input")
         if entry is None:
             return EncoderInput.default(len(self._plan["channel_names"]))
-        return EncoderInput(entry["context_slices"], tuple(map(tuple, entry["projection"])))
+        rows = entry["projection"]
+        return EncoderInput(entry["context_slices"], tuple(map(tuple, rows)) if rows is not None else None,
+                            entry.get("channel_encoding", PROJECTED))
+
+    @property
+    def channel_views(self):
+        """Encoder images per slice: 1, or one per channel when they are encoded separately."""
+        return self.encoder_input.views(len(self._plan["channel_names"]))
+
+    @property
+    def fused_slices(self):
+        """Neighbours each side whose embeddings the head fuses with a slice's (models/slice_fusion.py);
+        0 in plans from before it."""
+        return (self._plan.get("encoder_input") or {}).get("fused_slices", 0)
 
     def backbone(self, name):
         """The backbone's entry: input_size, batch_size, input normalisation (a copy)."""

@@ -129,9 +129,12 @@ class Pretrainer(EpochLoop):
 
     # --- inputs --------------------------------------------------------------------------------
     def normalised_images(self, specs, slices=None):
-        """(B, 3, S, S) encoder inputs of the slices, as fine-tuning feeds them (pixel mean / std applied)."""
+        """(B, 3, S, S) encoder inputs of the slices, as fine-tuning feeds them (pixel mean / std applied);
+        (B * C, 3, S, S) when the plan encodes the C channels separately (each an image of its own)."""
         source = self.slices if slices is None else slices
         x = self.mapper.images([source[s][0] for s in specs])
+        if x.dim() == 5:
+            x = x.flatten(0, 1)
         return (x - self.pixel_mean) / self.pixel_std
 
     def epoch_batches(self, epoch):
@@ -139,8 +142,9 @@ class Pretrainer(EpochLoop):
 
     def epoch_inputs(self, batches):
         for specs in batches:
-            masks = random_patch_masks(len(specs), self.objective.grid, self.mask_ratio)  # seeded per epoch
-            yield self.normalised_images(specs), masks.to(self.device)
+            images = self.normalised_images(specs)
+            masks = random_patch_masks(len(images), self.objective.grid, self.mask_ratio)  # seeded per epoch
+            yield images, masks.to(self.device)
 
     # --- the loop's hooks ----------------------------------------------------------------------
     def set_train_mode(self):
@@ -162,9 +166,10 @@ class Pretrainer(EpochLoop):
         total = 0.0
         for start in range(0, len(specs), self.batch_size):
             batch = specs[start : start + self.batch_size]
-            masks = random_patch_masks(len(batch), self.objective.grid, self.mask_ratio, generator)
+            images = self.normalised_images(batch, slices)
+            masks = random_patch_masks(len(images), self.objective.grid, self.mask_ratio, generator)
             with self.autocast():
-                loss = self.objective(self.normalised_images(batch, slices), masks.to(self.device))
+                loss = self.objective(images, masks.to(self.device))
             total += loss.item() * len(batch)
         return total / max(1, len(specs))
 
@@ -213,7 +218,7 @@ class Pretrainer(EpochLoop):
 
     def write_pictures(self):
         specs = self.monitor_specs[:: max(1, len(self.monitor_specs) // PICTURES)][:PICTURES]
-        images = self.normalised_images(specs)
+        images = self.normalised_images(specs)[:: self.mapper.views]  # each slice's first channel
         masks = random_patch_masks(len(specs), self.objective.grid, self.mask_ratio, torch.Generator().manual_seed(0))
         self.objective.eval()
         reconstructed = self.objective.reconstruct(images, masks.to(self.device))

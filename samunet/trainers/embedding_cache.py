@@ -1,7 +1,8 @@
 """On-disk cache of image-encoder outputs for strategies whose encoder is frozen.
 
 Embeddings of every slice are computed once (no augmentation: see README) and stored in fp16 as
-`{case}.npy` (S, C, h, w), memory-mapped when read. The folder name carries a hash of everything the
+`{case}.npy` (S, C, h, w), or (S, channels, C, h, w) when the plan encodes channels separately,
+memory-mapped when read. The folder name carries a hash of everything the
 embeddings depend on (backbone and its base weights, input size, the plan's preprocessing and intensity
 mapping, the encoder's precision, a pretrained encoder's hash), so the cache is shared by epochs, folds and strategies of one
 backbone + plan, and a change of either gets a fresh folder. Each case also records the stamp of the
@@ -21,6 +22,7 @@ from tqdm import tqdm
 from samunet.errors import SamunetError
 from samunet.file_io import atomic_write, read_json, remove_temporaries, write_json
 from samunet.models.pretrained_encoder import METADATA_KEY as PRETRAINED_KEY
+from samunet.models.slice_fusion import neighbour_indices
 from samunet.planners.plan_file import PlanView, preprocessing_fields
 from samunet.preprocessing.storage import load_properties, open_case
 
@@ -37,7 +39,7 @@ def cache_folder(preprocessed_folder, plan, metadata, amp):
         "input_normalization": [metadata["input_range"], metadata["pixel_mean"], metadata["pixel_std"]],
         "preprocessing": preprocessing_fields(plan),
         "windows": PlanView(plan).windows,
-        "encoder_input": PlanView(plan).encoder_input.fields(),
+        "encoder_input": PlanView(plan).encoder_input.cache_fields(),
     }
     if metadata.get(PRETRAINED_KEY):  # an encoder from samunet_pretrain: its own embeddings
         key["pretrained_encoder_sha256"] = metadata[PRETRAINED_KEY]["sha256"]
@@ -139,13 +141,19 @@ class EmbeddingCache:
         if not ok:
             raise SamunetError(f"{path}: written incompletely")
 
-    def embeddings(self, specs, device, mirrors=None):
+    def embeddings(self, specs, device, mirrors=None, fused_slices=0):
         """(B, C, h, w) float tensor for a list of SliceSpec, each in its mirroring of `mirrors` (default:
-        none)."""
+        none), (B, channels, C, h, w) for channels encoded separately; with each slice's neighbours for
+        `fused_slices` f > 0 (edges replicated): (B, (2f + 1) * views, C, h, w), slice-major."""
         out = []
         for spec, mirror in zip(specs, mirrors or [()] * len(specs)):
             key = (spec.case_id, mirror)
             if key not in self._arrays:
                 self._arrays[key] = np.load(self.files(*key)[0], mmap_mode="r")
-            out.append(np.asarray(self._arrays[key][spec.slice_index], dtype=np.float32))
+            array = self._arrays[key]
+            if fused_slices:  # (2f + 1, [views,] C, h, w) -> slice-major views
+                rows = np.asarray(array[neighbour_indices(spec.slice_index, fused_slices, len(array))], dtype=np.float32)
+                out.append(rows.reshape(-1, *array.shape[-3:]) if array.ndim == 5 else rows)
+            else:
+                out.append(np.asarray(array[spec.slice_index], dtype=np.float32))
         return torch.from_numpy(np.stack(out)).to(device)

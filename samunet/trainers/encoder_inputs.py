@@ -6,10 +6,10 @@
   cache would hold, and faster than the frozen fp32 encoder under autocast) encodes each augmented batch
   as it is drawn, and only the head trains (--no-cache);
 - `CachedInputs`: a frozen encoder's embeddings, computed once per slice and read from disk each epoch
-  (trainers/embedding_cache.py). The cache holds un-augmented slices, so training sees each slice as
-  preprocessed, or with --cache-mirroring in one of its four mirrorings (each cached) drawn per slice.
-  When filling the cache would take longer than what is left of --time-budget, the run trains as
-  `EncodedInputs` instead.
+  (trainers/embedding_cache.py), with its neighbours' for a model that fuses them. The cache holds
+  un-augmented slices, so training sees each slice as preprocessed, or with --cache-mirroring in one of
+  its four mirrorings (each cached) drawn per slice. When filling the cache would take longer than what
+  is left of --time-budget, the run trains as `EncodedInputs` instead.
 Each gives the trainer (trainers/trainer.py) the module it optimises, the (inputs, targets) of a batch
 with and without augmentation, and the mirroring axes training shows (recorded in the checkpoint).
 """
@@ -58,18 +58,21 @@ class ImageInputs:
     def epoch_inputs(self, batches):
         """Yield (inputs, targets) on the device for this rank's share of each global batch, augmented."""
         t = self.trainer
-        dataset = SliceDataset(t.data_folder, t.mapper.encoder_input, augment=t.cfg.augment, other_folders=t.other_folders())
+        dataset = SliceDataset(t.data_folder, t.mapper.encoder_input, augment=t.cfg.augment, other_folders=t.other_folders(),
+                               fused_slices=t.mapper.fused_slices)
         in_workers = t.cfg.num_workers > 0 and t.device.type == "cpu"  # on a GPU, it resizes faster
         loader = DataLoader(dataset, batch_sampler=batches, num_workers=t.cfg.num_workers,
                             collate_fn=MappedCollate(t.mapper) if in_workers else collate_slices)
         for images, labels in loader:
-            yield (images, labels) if in_workers else (t.mapper.images(images), t.mapper.labels(labels))
+            yield (images, labels) if in_workers else (t.mapper.stacked_images(images), t.mapper.labels(labels))
 
     def plain_inputs(self, specs):
         """(inputs, targets) of the slices as preprocessed: validation."""
-        dataset = SliceDataset(self.trainer.data_folder, self.trainer.mapper.encoder_input, augment=False)
+        mapper = self.trainer.mapper
+        dataset = SliceDataset(self.trainer.data_folder, mapper.encoder_input, augment=False,
+                               fused_slices=mapper.fused_slices)
         images, labels = collate_slices([dataset[s] for s in specs])
-        return self.trainer.mapper.images(images), self.trainer.mapper.labels(labels)
+        return mapper.stacked_images(images), mapper.labels(labels)
 
 
 class EncodedInputs(ImageInputs):
@@ -157,12 +160,15 @@ class CachedInputs(EncodedInputs):
             return
         for specs in batches:
             mirrors = [self.mirror_of(s) for s in specs]
-            yield self.cache.embeddings(specs, self.trainer.device, mirrors), self._labels(specs, mirrors)
+            yield self.embeddings(specs, mirrors), self._labels(specs, mirrors)
 
     def plain_inputs(self, specs):
         if not self.cached:
             return super().plain_inputs(specs)
-        return self.cache.embeddings(specs, self.trainer.device), self._labels(specs, [()] * len(specs))
+        return self.embeddings(specs), self._labels(specs, [()] * len(specs))
+
+    def embeddings(self, specs, mirrors=None):
+        return self.cache.embeddings(specs, self.trainer.device, mirrors, self.trainer.mapper.fused_slices)
 
 
 def encoder_inputs_for(strategy, use_cache):

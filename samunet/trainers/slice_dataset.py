@@ -1,8 +1,9 @@
 """Reads (and augments) preprocessed slices: SliceSpec -> (image planes (P, H, W), label (H, W)) numpy arrays.
 
 The planes are what the plan's encoder input takes (models/input_mapping.py: each channel, with its
-neighbouring slices when the plan gives context); augmentation treats them as channels, so every plane
-gets the same spatial transform. Slices keep their preprocessed size; resizing to the backbone's input
+neighbouring slices when the plan gives context), for a model that fuses neighbouring slices those of
+each slice of its stack; augmentation treats them as channels, so every plane gets the same spatial
+transform. Slices keep their preprocessed size; resizing to the backbone's input
 size happens on the device.
 """
 import numpy as np
@@ -13,9 +14,10 @@ from samunet.trainers.augmentation import augment_slice
 
 
 class SliceDataset(Dataset):
-    def __init__(self, data_folder, encoder_input, augment=True, other_folders=None):
+    def __init__(self, data_folder, encoder_input, augment=True, other_folders=None, fused_slices=0):
         self.data_folder = data_folder
         self.encoder_input = encoder_input
+        self.fused_slices = fused_slices
         self.other_folders = other_folders or {}  # case id -> folder, for cases kept elsewhere (synthetic ones)
         self.augment = augment
         self._open = {}  # lazily opened blosc2 arrays, per process
@@ -28,7 +30,7 @@ class SliceDataset(Dataset):
 
     def __getitem__(self, spec):
         data, seg = self._arrays(spec.case_id)
-        image = self.encoder_input.planes(data, spec.slice_index)
+        image = self.encoder_input.stack(data, spec.slice_index, self.fused_slices)
         if seg is None:  # an unlabelled case (pretraining): the image alone
             return image, None
         label = self.label(spec)
@@ -59,4 +61,4 @@ class MappedCollate:
 
     def __call__(self, items):
         images, labels = collate_slices(items)
-        return self.mapper.images(images), self.mapper.labels(labels)
+        return self.mapper.stacked_images(images), self.mapper.labels(labels)

@@ -16,7 +16,7 @@ from samunet.errors import SamunetError
 from samunet.file_io import copy_file
 from samunet.layout import PLANS_FILE
 from samunet.models.backbone_registry import NORMALIZATIONS
-from samunet.models.build import PeftConfig, build_model
+from samunet.models.build import FUSED_SLICES_KEY, PeftConfig, build_model
 from samunet.models.checkpoint import load_trainable, read_checkpoint, save_checkpoint
 from samunet.models.input_mapping import InputMapper
 from samunet.models.mirroring_record import MIRRORING_RECORD
@@ -111,14 +111,16 @@ class SamTrainer(EpochLoop):
                                  input_size=backbone_plan["input_size"], checkpoint=base_checkpoint,
                                  class_names=class_names, peft=peft, pretrained_encoder=pretrained_encoder,
                                  prompts=asdict(self.prompt_rule) if self.prompt_rule else None,
-                                 normalization=self.input_normalization(plan)).to(device)
+                                 normalization=self.input_normalization(plan),
+                                 fused_slices=plan.fused_slices, channel_views=plan.channel_views).to(device)
         if self.synthetic is not None:
             self.model.metadata["synthesis"] = {
                 "method": config.synthesis, "num_exemplars": len(self.train_cases),
                 "synthetic_cases": len(self.synthetic.case_ids), "synthetic_fraction": config.synthetic_fraction,
                 "set": self.synthetic.folder.name}
         # the model's metadata, not the plan, from here on: cache keys and prediction read it too
-        self.mapper = InputMapper(plan.windows, plan.encoder_input, self.model.metadata["input_range"], self.model.input_size, device)
+        self.mapper = InputMapper(plan.windows, plan.encoder_input, self.model.metadata["input_range"], self.model.input_size,
+                                  device, self.model.metadata[FUSED_SLICES_KEY])
         self.inputs = (input_source or encoder_inputs_for(config.strategy, config.use_cache))(self)
         self.model.metadata[MIRRORING_RECORD] = self.inputs.mirroring_axes()  # prediction mirrors along these only
         self.sampler = SliceSampler(self.data_folder, self.train_cases, seed=config.seed, synthetic=self.synthetic,
