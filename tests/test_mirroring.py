@@ -27,27 +27,25 @@ def configuration(env, name):
     return env.results / "Dataset990_Synthetic" / name
 
 
-def foreground_where(bright):
-    """A forward hook making a model predict class 1 on the images `bright` picks (B,) and background
-    elsewhere: mirrored passes run only near foreground."""
-    def hook(module, args, logits):
-        forced = torch.zeros_like(logits)
-        forced[:, 0] = 1.0
-        forced[bright(args[0]), 0], forced[bright(args[0]), 1] = 0.0, 1.0
-        return forced * 100
-    return hook
-
-
 def flips_seen(predictor, volume=None, bright=lambda x: torch.ones(len(x), dtype=torch.bool)):
     """Run a volume (default: three asymmetric slices, one batch) through `predictor`, its models predicting
-    foreground on the images `bright` picks; returns, per model call, which flip of which mapped slices
-    the model was given: (tensor dims flipped, slice indices), or None when it matches none."""
+    class 1 on the images `bright` picks (B,) and background elsewhere (so mirrored passes run only near
+    foreground); returns, per encoder call, which flip of which mapped slices the model was given: (tensor
+    dims flipped, slice indices), or None when it matches none."""
     volume = np.random.default_rng(0).normal(size=(1, 3, 20, 17)).astype(np.float32) if volume is None else volume
     images = predictor.mapper.images([predictor.mapper.planes(volume, s) for s in range(volume.shape[1])])
     seen = []
-    for model in predictor.models:
-        model.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
-        model.register_forward_hook(foreground_where(bright))
+
+    def force(module, args, logits):  # the head decodes what the encoder was last given (no fusion)
+        forced = torch.zeros_like(logits)
+        forced[:, 0] = 1.0
+        picked = bright(seen[-1])
+        forced[picked, 0], forced[picked, 1] = 0.0, 1.0
+        return forced * 100
+
+    for model in predictor.models:  # unit input normalisation: the encoder sees the mapped images
+        model.encoder.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+        model.head.register_forward_hook(force)
     predictor.predict_preprocessed(volume)
 
     def which(x):
