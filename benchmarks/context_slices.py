@@ -11,7 +11,8 @@ fusion: the baseline), `context_N` (slices z-N .. z+N as the channels) and `fuse
 alone, the head fusing the embeddings of z-N .. z+N). Equal iterations are an equal budget for the
 cached `decoder` (fusion reads neighbours' cached embeddings); strategies that train the encoder pay
 2N + 1 encoder passes per slice with fusion, so their rows state the seconds. Test cases are predicted
-from their raw files with samunet_predict's defaults and evaluated in mm. Writes WORK/context_slices.json (runs it holds are reused) and prints the markdown table.
+from their raw files with samunet_predict's defaults and evaluated in mm. Writes WORK/context_slices.json
+(runs it holds are reused) and prints the markdown table.
 """
 import argparse
 import json

@@ -66,7 +66,8 @@ def main():
         save(out, results)
         r = results[key]
         log(f"| {strategy} | {fused} | {len(pool)} | {args.budget_minutes:g} | {r['epochs']} | "
-            f"{r['test']['mean']['Dice']:.3f} | {r['test']['mean']['HD95']:.2f} | {r['predict_seconds_per_case']:.1f} |")
+            f"{r['test']['mean']['Dice']:.3f} | {r['test']['mean']['HD95']:.2f} | "
+            f"{r['predict_seconds_per_case']:.1f} |")
 
 
 if __name__ == "__main__":

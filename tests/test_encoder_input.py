@@ -242,7 +242,8 @@ def test_a_plan_that_encodes_channels_separately_is_checked(four_channels):
     _, folder = four_channels
     plan = read_json(folder / "samunet_plans.json")
     assert plan["encoder_input"]["channel_encoding"] == CHANNEL_ENCODING
-    separate = {**plan, "encoder_input": {**EncoderInput.default(4, channel_encoding=SEPARATE).fields(), "fused_slices": 0}}
+    separate = {**plan, "encoder_input": {**EncoderInput.default(4, channel_encoding=SEPARATE).fields(),
+                                          "fused_slices": 0}}
     check_plan(separate, "plan")
     assert PlanView(separate).channel_views == 4 and PlanView(plan).channel_views == 1
     for bad, message in (({"channel_encoding": "mixed"}, "must be 'projected' or 'separate'"),

@@ -60,6 +60,8 @@ def input_source_trainers(folder, env):
     config = TrainConfig(strategy="decoder", backbone="tiny", fold="0", epochs=1, iters_per_epoch=1, batch_size=4,
                          augment=False)
     cpu = torch.device("cpu")
-    return (SamTrainer(config, folder, env.results / "a", cpu, DistInfo(), show_progress=False),
-            SamTrainer(replace(config, use_cache=False), folder, env.results / "b", cpu, DistInfo(), show_progress=False),
-            SamTrainer(config, folder, env.results / "c", cpu, DistInfo(), show_progress=False, input_source=ImageInputs))
+    def trainer(name, cfg, **kwargs):
+        return SamTrainer(cfg, folder, env.results / name, cpu, DistInfo(), show_progress=False, **kwargs)
+
+    return (trainer("a", config), trainer("b", replace(config, use_cache=False)),
+            trainer("c", config, input_source=ImageInputs))

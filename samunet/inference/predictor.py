@@ -143,8 +143,9 @@ class SlicePredictor:
                 kept = {}
                 for start in range(0, len(slice_indices), self.batch_slices):
                     chunk = slice_indices[start : start + self.batch_slices]
-                    probs = resize_probabilities(self._chunk_probabilities(model, data, chunk, axes, kept), data.shape[2:])
-                    out[:, start : start + len(chunk)] += probs.permute(1, 0, 2, 3).cpu().numpy()
+                    probs = self._chunk_probabilities(model, data, chunk, axes, kept)
+                    probs = resize_probabilities(probs, data.shape[2:]).permute(1, 0, 2, 3)
+                    out[:, start : start + len(chunk)] += probs.cpu().numpy()
                     kept = {j: e for j, e in kept.items() if j >= chunk[-1] - self.mapper.fused_slices}
         return out / (len(self.models) * len(flips))
 

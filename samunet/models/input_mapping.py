@@ -93,10 +93,12 @@ class EncoderInput:
         return block[:, rows].reshape(-1, *block.shape[2:])
 
     def stack(self, volume, index, fused_slices):
-        """The planes of slices index - f .. index + f (edges replicated), concatenated: (planes * (2f + 1), H, W)."""
+        """The planes of slices index - f .. index + f (edges replicated), concatenated:
+        (planes * (2f + 1), H, W)."""
         if not fused_slices:
             return self.planes(volume, index)
-        return np.concatenate([self.planes(volume, j) for j in neighbour_indices(index, fused_slices, volume.shape[1])])
+        slices = neighbour_indices(index, fused_slices, volume.shape[1])
+        return np.concatenate([self.planes(volume, j) for j in slices])
 
 
 class InputMapper:

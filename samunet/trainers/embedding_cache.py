@@ -152,7 +152,8 @@ class EmbeddingCache:
                 self._arrays[key] = np.load(self.files(*key)[0], mmap_mode="r")
             array = self._arrays[key]
             if fused_slices:  # (2f + 1, [views,] C, h, w) -> slice-major views
-                rows = np.asarray(array[neighbour_indices(spec.slice_index, fused_slices, len(array))], dtype=np.float32)
+                rows = neighbour_indices(spec.slice_index, fused_slices, len(array))
+                rows = np.asarray(array[rows], dtype=np.float32)
                 out.append(rows.reshape(-1, *array.shape[-3:]) if array.ndim == 5 else rows)
             else:
                 out.append(np.asarray(array[spec.slice_index], dtype=np.float32))

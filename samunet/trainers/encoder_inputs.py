@@ -58,8 +58,8 @@ class ImageInputs:
     def epoch_inputs(self, batches):
         """Yield (inputs, targets) on the device for this rank's share of each global batch, augmented."""
         t = self.trainer
-        dataset = SliceDataset(t.data_folder, t.mapper.encoder_input, augment=t.cfg.augment, other_folders=t.other_folders(),
-                               fused_slices=t.mapper.fused_slices)
+        dataset = SliceDataset(t.data_folder, t.mapper.encoder_input, augment=t.cfg.augment,
+                               other_folders=t.other_folders(), fused_slices=t.mapper.fused_slices)
         in_workers = t.cfg.num_workers > 0 and t.device.type == "cpu"  # on a GPU, it resizes faster
         loader = DataLoader(dataset, batch_sampler=batches, num_workers=t.cfg.num_workers,
                             collate_fn=MappedCollate(t.mapper) if in_workers else collate_slices)

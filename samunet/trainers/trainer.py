@@ -119,8 +119,8 @@ class SamTrainer(EpochLoop):
                 "synthetic_cases": len(self.synthetic.case_ids), "synthetic_fraction": config.synthetic_fraction,
                 "set": self.synthetic.folder.name}
         # the model's metadata, not the plan, from here on: cache keys and prediction read it too
-        self.mapper = InputMapper(plan.windows, plan.encoder_input, self.model.metadata["input_range"], self.model.input_size,
-                                  device, self.model.metadata[FUSED_SLICES_KEY])
+        self.mapper = InputMapper(plan.windows, plan.encoder_input, self.model.metadata["input_range"],
+                                  self.model.input_size, device, self.model.metadata[FUSED_SLICES_KEY])
         self.inputs = (input_source or encoder_inputs_for(config.strategy, config.use_cache))(self)
         self.model.metadata[MIRRORING_RECORD] = self.inputs.mirroring_axes()  # prediction mirrors along these only
         self.sampler = SliceSampler(self.data_folder, self.train_cases, seed=config.seed, synthetic=self.synthetic,
