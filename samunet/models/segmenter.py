@@ -2,8 +2,9 @@
 prompted head, one (S, S) mask logit map per prompt.
 
 `encode` and `decode` are separate so that a trainer can cache embeddings of a frozen encoder. A model
-with 3D context in the head (models/slice_fusion.py) takes per slice the images, and decodes the
-embeddings, of slices z - n .. z + n: (B, 2n + 1, ...) instead of (B, ...).
+that fuses several embeddings per slice in the head (models/slice_fusion.py: neighbouring slices z - n ..
+z + n, and each channel when channels are encoded separately) takes per slice those V images and decodes
+their V embeddings: (B, V, ...) instead of (B, ...).
 """
 import torch
 import torch.nn.functional as F
@@ -29,7 +30,7 @@ class SamSegmenter(nn.Module):
 
     def encode(self, images):
         """images: (B, 3, S, S) in the backbone's input range (plan: backbones.<name>.input_range), or
-        (B, 2n + 1, 3, S, S) for a model that fuses neighbouring slices (each encoded alone)."""
+        (B, V, 3, S, S) for a model that fuses V embeddings per slice (each image encoded alone)."""
         if images.dim() == 5:
             return self.encode(images.flatten(0, 1)).unflatten(0, images.shape[:2])
         return self.encoder((images - self.pixel_mean) / self.pixel_std)
