@@ -159,11 +159,13 @@ def train(args, show_progress=True):
                                   f"{synthetic}")
             if validate_only:
                 trainer.load(final)
+                shutdown(dist_info, finished=True)
                 return final_validation(trainer) if dist_info.is_main else None
             if args.c and latest.is_file():
                 trainer.load(latest)
                 trainer.write_log(f"continuing from {latest} at epoch {trainer.start_epoch}")
             trainer.run()
+            shutdown(dist_info, finished=True)  # validation needs no peers: they need not wait for it
             if dist_info.is_main:
                 final_validation(trainer)
             return trainer

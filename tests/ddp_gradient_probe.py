@@ -24,7 +24,7 @@ def main(preprocessed, out):
     ce_dice_loss(trainer.network(inputs), targets).backward()
     if info.is_main:
         torch.save({n: p.grad for n, p in trainer.model.named_parameters() if p.requires_grad}, out)
-    shutdown(info)
+    shutdown(info, finished=True)
 
 
 if __name__ == "__main__":

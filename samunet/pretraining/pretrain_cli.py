@@ -117,6 +117,7 @@ def pretrain(args, show_progress=True):
                 if dist_info.is_main:
                     trainer.write_log(f"continuing from {latest} at epoch {trainer.start_epoch}")
             trainer.run()
+            shutdown(dist_info, finished=True)
             return trainer
     finally:
         shutdown(dist_info)

@@ -36,6 +36,11 @@ def barrier(info):
         dist.barrier()
 
 
-def shutdown(info):
+def shutdown(info, finished=False):
+    """Leave the process group. After a run that ended normally every rank first waits for the others, so none
+    tears down its connections while a peer still holds them (gloo can then abort the process, and torchrun
+    would kill the other ranks with it); after an error, leave at once rather than wait for a rank that failed."""
     if info.enabled and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
