@@ -74,6 +74,30 @@ def test_sam_med2d_folder_becomes_a_dataset_with_one_label_map_per_image(env, tm
     assert (env.preprocessed / folder.name / "samunet_2d" / "amos_0006_90.json").is_file()
 
 
+def test_grey_images_before_the_first_colour_one_get_three_channels(env, tmp_path):
+    """One reading pass: a grey case written while the set looked grey is repeated into channels 1 and 2 once a
+    colour image appears; grey images saved with alpha or as RGB stay grey."""
+    source, grey = write_sam_med2d(tmp_path / "data_demo")
+    _png(source / "images" / "amos_0004_75.png", grey[0])  # a plain 2D grey PNG, first in order
+    _png(source / "images" / "s0114_111.png", np.stack([grey[2], np.full_like(grey[2], 255)], axis=-1))  # grey + alpha
+    convert_sam_med2d(["-i", str(source), "-d", "711"])
+    folder = env.raw / "Dataset711_data_demo"
+    assert read_json(folder / "dataset.json")["channel_names"] == {"0": "rgb_to_0_1"}
+
+    colour = np.stack([grey[1], 255 - grey[1], grey[1] // 2], axis=-1).astype(np.uint8)
+    _png(source / "images" / "amos_0006_90.png", colour)
+    convert_sam_med2d(["-i", str(source), "-d", "712"])
+    folder = env.raw / "Dataset712_data_demo"
+    assert len(read_json(folder / "dataset.json")["channel_names"]) == 3
+    for case, expected in (("amos_0004_75", [grey[0]] * 3), ("amos_0006_90", [colour[..., c] for c in range(3)])):
+        for c in range(3):
+            image, _ = read_image(folder / "imagesTr" / f"{case}_{c:04d}.nii.gz")
+            np.testing.assert_array_equal(image[0], expected[c])
+    for c in range(3):  # the test case, written after the colour one
+        image, _ = read_image(folder / "imagesTs" / f"s0114_111_{c:04d}.nii.gz")
+        np.testing.assert_array_equal(image[0], grey[2])
+
+
 def test_sam_med2d_bad_inputs_are_one_line_errors(env, tmp_path, capsys):
     source, _ = write_sam_med2d(tmp_path / "data_demo")
     (source / "masks" / "amos_0004_75_liver_000.png").unlink()
@@ -82,6 +106,13 @@ def test_sam_med2d_bad_inputs_are_one_line_errors(env, tmp_path, capsys):
     _png(source / "masks" / "amos_0004_75_liver_000.png", np.zeros((10, 10), np.uint8))
     one_line_error(capsys, convert_sam_med2d, ["-i", str(source), "-d", "710"],
                    "amos_0004_75_liver_000.png: size (10, 10) differs from its image's (24, 20)")
+    (source / "masks" / "amos_0004_75_liver_000.png").unlink()
+    _png(source / "masks" / "amos_0004_75_background_000.png", np.zeros((20, 24), np.uint8))
+    listed = json.loads((source / "image2label_train.json").read_text())
+    listed["data_demo/images/amos_0004_75.png"] = ["data_demo/masks/amos_0004_75_background_000.png"]
+    (source / "image2label_train.json").write_text(json.dumps(listed))
+    one_line_error(capsys, convert_sam_med2d, ["-i", str(source), "-d", "710"],
+                   "data_demo (mask names): a class named 'background': that name is label 0's")
     assert files_under(env.raw) == []  # nothing half-written
 
 

@@ -14,6 +14,7 @@ from samunet.preprocessing.storage import load_case
 from samunet.raw_dataset import load_raw_dataset
 
 from conftest import files_under
+from training_helpers import one_line_error
 
 
 def write_msd_task(folder, num_cases=3, channels=2):
@@ -114,6 +115,18 @@ def test_png_folder_becomes_pseudo_3d_dataset(env, tmp_path, rgb):
     data, seg, _ = load_case(env.preprocessed / folder.name / "samunet_2d", "img1")
     assert data.shape[:2] == ((3 if rgb else 1), 1)
     assert 0 <= data.min() and data.max() <= 1
+
+
+def test_class_names_must_be_distinct_and_not_background(env, tmp_path, capsys):
+    source = write_png_folder(tmp_path / "pngs", rgb=False)
+    mask = np.zeros((30, 40), np.uint8)
+    mask[2:4, 2:4] = 2
+    Image.fromarray(mask).save(source / "masks" / "img0.png")  # label values 0, 1 and 2
+    for names, message in ((["background", "lesion"], "a class named 'background': that name is label 0's"),
+                           (["lesion", "lesion"], "class name(s) lesion given twice")):
+        one_line_error(capsys, convert_2d, ["-i", str(source), "-d", "700", "-n", "Pngs", "--class-names", *names],
+                       message)
+    assert files_under(env.raw) == []
 
 
 def test_png_folder_missing_mask_is_one_line(env, tmp_path, capsys):

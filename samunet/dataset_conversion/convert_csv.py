@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from samunet.dataset_conversion.channel_writer import ChannelWriter
 from samunet.dataset_conversion.dataset_writer import (add_dataset_arguments, class_labels, staged_dataset,
                                                         write_dataset_json)
-from samunet.dataset_conversion.image_files import GEOMETRY_2D, is_grey, mask_to_labels, read_2d, split_channels
+from samunet.dataset_conversion.image_files import GEOMETRY_2D, mask_to_labels, read_2d
 from samunet.errors import SamunetError, cli_entry
 from samunet.imageio import Geometry, write_image
 from samunet.paths import dataset_folder_name, raw_root
@@ -87,32 +88,30 @@ def convert_csv(list_file, dataset_id, name, root=None, pattern=SLICE_NAME, clas
         raise SamunetError(f"{list_file}: list file not found")
     root = Path(root) if root else list_file.parent
     cases = group_cases(read_pairs(list_file, root), pattern)
-    grey = all(is_grey(read_2d(image, "image")) for slices in cases.values() for _, image, _ in slices)
+    writer = ChannelWriter()
     max_label, volumes = 0, 0
     with staged_dataset(raw_root(), dataset_id, name) as staging:
         for case, slices in sorted(cases.items()):
             images, labels = [], []
             for _, image_path, mask_path in slices:
                 image = read_2d(image_path, "image")
-                channels = [image if image.ndim == 2 else image[..., 0]] if grey else split_channels(image)
                 mask = mask_to_labels(read_2d(mask_path, "mask"), mask_path)
-                if mask.shape != channels[0].shape:
+                if mask.shape != image.shape[:2]:
                     raise SamunetError(f"{mask_path}: size {mask.shape[::-1]} differs from its image's "
-                                       f"{channels[0].shape[::-1]}")
-                if images and (len(channels), channels[0].shape) != (len(images[0]), images[0][0].shape):
-                    raise SamunetError(f"{image_path}: size or channels differ from the other slices of case {case}")
-                images.append(channels)
+                                       f"{image.shape[1::-1]}")
+                if images and image.shape[:2] != images[0].shape[:2]:
+                    raise SamunetError(f"{image_path}: size {image.shape[1::-1]} differs from the other slices of "
+                                       f"case {case} ({images[0].shape[1::-1]})")
+                images.append(image)
                 labels.append(mask)
             geometry = GEOMETRY_3D if len(slices) > 1 else GEOMETRY_2D
             volumes += len(slices) > 1
-            for c in range(len(images[0])):
-                write_image(np.stack([channels[c] for channels in images]), geometry,
-                            staging / "imagesTr" / f"{case}_{c:04d}.nii.gz")
+            writer.write(images, geometry, staging / "imagesTr", case)
             label_volume = np.stack(labels)
             max_label = max(max_label, int(label_volume.max()))
             write_image(label_volume, geometry, staging / "labelsTr" / f"{case}.nii.gz")
         labels = class_labels(class_names, max_label, list_file)
-        write_dataset_json(staging, {c: "rgb_to_0_1" for c in range(1 if grey else 3)}, labels, len(cases),
+        write_dataset_json(staging, {c: "rgb_to_0_1" for c in range(writer.num_channels)}, labels, len(cases),
                            ".nii.gz", converted_from=f"image/mask list {list_file}")
     final = raw_root() / dataset_folder_name(dataset_id, name)
     print(f"wrote {final} ({len(cases)} cases: {volumes} volume(s) grouped from slices, "

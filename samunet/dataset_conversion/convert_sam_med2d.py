@@ -20,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from samunet.dataset_conversion.dataset_writer import add_dataset_arguments, staged_dataset, write_dataset_json
-from samunet.dataset_conversion.image_files import GEOMETRY_2D, is_grey, read_2d, split_channels
+from samunet.dataset_conversion.channel_writer import ChannelWriter
+from samunet.dataset_conversion.dataset_writer import (add_dataset_arguments, class_labels, staged_dataset,
+                                                       write_dataset_json)
+from samunet.dataset_conversion.image_files import GEOMETRY_2D, read_2d
 from samunet.errors import SamunetError, cli_entry
 from samunet.file_io import read_json
 from samunet.imageio import write_image
@@ -97,8 +99,9 @@ def convert_sam_med2d(folder, dataset_id, name=None):
     name = name or re.sub(r"\W", "", folder.name) or "SAMMed2D"
     lists = read_lists(folder)
     classes = sorted({c for split in lists.values() for masks in split.values() for c, _ in masks})
-    class_ids = {c: k for k, c in enumerate(classes, start=1)}
-    grey = all(is_grey(read_2d(p, "image")) for split in lists.values() for p in split)
+    label_ids = class_labels(classes, len(classes), f"{folder} (mask names)")
+    class_ids = {c: k for c, k in label_ids.items() if k}
+    writer = ChannelWriter()
     overlap_images = overlap_pixels = 0
     cases = {}
     with staged_dataset(raw_root(), dataset_id, name) as staging:
@@ -109,15 +112,12 @@ def convert_sam_med2d(folder, dataset_id, name=None):
                     raise SamunetError(f"{image_path}: another listed image ({cases[case]}) has the same name")
                 cases[case] = image_path
                 image = read_2d(image_path, "image")
-                channels = [image if image.ndim == 2 else image[..., 0]] if grey else split_channels(image)
-                labels, overlap = label_map(channels[0].shape, masks, class_ids)
+                labels, overlap = label_map(image.shape[:2], masks, class_ids)
                 overlap_images, overlap_pixels = overlap_images + bool(overlap), overlap_pixels + overlap
-                for c, channel in enumerate(channels):
-                    write_image(channel[None], GEOMETRY_2D, staging / images_dir / f"{case}_{c:04d}.nii.gz")
+                writer.write([image], GEOMETRY_2D, staging / images_dir, case)
                 write_image(labels[None], GEOMETRY_2D, staging / labels_dir / f"{case}.nii.gz")
-        num_channels = 1 if grey else 3
-        labels = {"background": 0, **class_ids}
-        write_dataset_json(staging, {c: "rgb_to_0_1" for c in range(num_channels)}, labels, len(lists["train"]),
+        num_channels = writer.num_channels
+        write_dataset_json(staging, {c: "rgb_to_0_1" for c in range(num_channels)}, label_ids, len(lists["train"]),
                            ".nii.gz", converted_from=f"SAM-Med2D layout in {folder}",
                            overlap_rule="overlapping masks of different classes: the smaller mask wins")
     final = raw_root() / dataset_folder_name(dataset_id, name)

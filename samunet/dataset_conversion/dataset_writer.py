@@ -57,6 +57,11 @@ def class_labels(class_names, max_label, source):
     names = class_names or [f"class_{k}" for k in range(1, max_label + 1)]
     if len(names) < max_label:
         raise SamunetError(f"{source}: label values go up to {max_label} but only {len(names)} class name(s) given")
+    if "background" in names:
+        raise SamunetError(f"{source}: a class named 'background': that name is label 0's; rename the class")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise SamunetError(f"{source}: class name(s) {', '.join(repeated)} given twice; each label needs its own")
     return {"background": 0, **{n: k for k, n in enumerate(names, start=1)}}
 
 

@@ -16,8 +16,8 @@ def read_2d(path, mode_name):
             arr = np.asarray(img)
     except OSError as err:
         raise SamunetError(f"{path}: cannot be read as a {mode_name} ({err})") from None
-    if arr.ndim == 3 and arr.shape[2] == 4:
-        arr = arr[..., :3]  # drop alpha
+    if arr.ndim == 3 and arr.shape[2] in (2, 4):  # grey or RGB with alpha: drop the alpha
+        arr = arr[..., 0] if arr.shape[2] == 2 else arr[..., :3]
     return arr
 
 
