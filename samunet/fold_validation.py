@@ -41,7 +41,7 @@ def validate_fold(model, preprocessed_folder, val_cases, fold_folder, device, am
         if prompts is None:
             probs = predictor.predict_preprocessed(data)
         else:
-            probs = predictor.predict_with_prompts(data, prompts.prompts(predictor, case_id, data, properties))
+            probs = prompts.predict(predictor, case_id, data, properties)
         restore_and_write(case_id, probs, properties, out, ending, save_probabilities=True)
     labels = PlanView(plan).foreground_labels
     summary = evaluate_folders(gt_folder, out, labels, num_processes=1, cases=[f"{c}{ending}" for c in val_cases],

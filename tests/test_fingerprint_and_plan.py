@@ -3,13 +3,17 @@ import math
 import numpy as np
 import pytest
 
+from samunet.connected_components import largest_component_share
 from samunet.cropping import bounding_box, nonzero_mask
-from samunet.file_io import read_json
-from samunet.imageio import read_image
+from samunet.errors import SamunetError
+from samunet.file_io import read_json, write_json
+from samunet.imageio import read_image, write_image
 from samunet.models.backbone_registry import BACKBONES
 from samunet.planners.backbone_sizing import batch_size_for
 from samunet.planners.cli import run_fingerprint, run_planning
 from samunet.planners.experiment_planner import plan_experiment, target_spacing_3d
+from samunet.planners.fingerprint import FINGERPRINT_VERSION
+from samunet.planners.plan_file import PlanView, check_plan
 from samunet.planners.splits import make_splits
 from samunet.raw_dataset import load_raw_dataset
 
@@ -48,6 +52,38 @@ def test_fingerprint_is_reproducible_and_parallel_equals_serial(make_dataset, en
     first = fingerprint_of(env, raw_folder)
     second = fingerprint_of(env, raw_folder, num_processes=2, clean=True)
     assert first == second
+
+
+def test_classes_that_are_one_piece_in_every_case_are_planned_as_such(make_dataset, env):
+    raw_folder = make_dataset(num_cases=3)
+    raw = load_raw_dataset(raw_folder)
+    fp = fingerprint_of(env, raw_folder)
+    for value in (1, 2):
+        share = min(largest_component_share(read_image(c.label)[0] == value) for c in raw.cases.values())
+        assert fp["min_largest_component_share_per_label"][str(value)] == pytest.approx(share)
+    assert plan_experiment(fp, 8.0)["single_component_labels"] == [1, 2]  # the phantoms: one ellipsoid per class
+
+    # one case's class 1 in two equal pieces: class 1 is no longer planned as one piece
+    case = next(iter(raw.cases.values()))
+    label, geometry = read_image(case.label)
+    label[label == 1] = 0
+    label[:2, :3, :3] = label[:2, -3:, -3:] = 1
+    write_image(label, geometry, case.label)
+    fp = fingerprint_of(env, raw_folder)
+    assert fp["min_largest_component_share_per_label"]["1"] == pytest.approx(0.5)
+    plan = plan_experiment(fp, 8.0)
+    assert plan["single_component_labels"] == [2]
+    for bad in ([3], [0], "1", [1.0]):  # label values of the plan's foreground classes only
+        with pytest.raises(SamunetError, match="plan: 'single_component_labels' must be a list of foreground"):
+            check_plan({**plan, "single_component_labels": bad}, "plan")
+    del plan["single_component_labels"]  # a plan from before it: no class is known to be one piece
+    assert PlanView(check_plan(plan, "plan")).single_component_labels == []
+
+    # a fingerprint from before the shares were recorded is computed again, not reused
+    path = env.preprocessed / raw_folder.name / "dataset_fingerprint.json"
+    write_json({k: v for k, v in fp.items() if k != "min_largest_component_share_per_label"} | {"fingerprint_version": 1},
+               path)
+    assert fingerprint_of(env, raw_folder) == fp and fp["fingerprint_version"] == FINGERPRINT_VERSION
 
 
 def test_target_spacing_follows_nnunet_anisotropy_rule():

@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
+from samunet.connected_components import keep_largest_component, largest_component_share
 from samunet.imageio import Geometry, read_image, write_image
-from samunet.postprocessing.largest_component import apply_main, determine, keep_largest_component
+from samunet.postprocessing.largest_component import apply_main, determine
 
 GEOMETRY = Geometry((1.0, 1.0, 2.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
 
@@ -21,6 +22,8 @@ def test_keep_largest_component_per_class():
     out = keep_largest_component(seg, [1])
     assert out[0, 25, 25] == 0 and (out == 1).sum() == (blobs() == 1).sum()
     assert np.array_equal(out == 2, seg == 2)  # class 2 untouched
+    assert largest_component_share(seg == 1) == pytest.approx((blobs() == 1).sum() / (seg == 1).sum())
+    assert largest_component_share(out == 1) == 1.0 and largest_component_share(seg == 3) is None
 
 
 def test_determine_keeps_the_rule_only_where_it_helps(tmp_path, capsys):

@@ -10,7 +10,7 @@ from samunet.file_io import read_json, write_json
 from samunet.imageio import read_image, write_image
 from samunet.inference.predict_cli import main as predict
 from samunet.inference.predict_cli import main_from_modelfolder
-from samunet.inference.prompt_sources import MODEL_MASK_GROWTH
+from samunet.inference.prompt_sources import MODEL_MASK_GROWTH, AutoPrompts, prompt_source
 from samunet.inference.prompted_predictor import PromptedPredictor
 from samunet.prompts.make_prompts_cli import main as make_prompts
 from samunet.run_training import train
@@ -84,6 +84,8 @@ def test_prediction_from_a_prompts_file_a_mask_folder_and_auto(prompted, env, tm
         assert info["prompts"]["provenance"] == expected[name]
         # boxes from masks grow by half the training jitter, from a model's own masks by more
         assert info["prompts"].get("box_growth") == {"file": None, "folder": 0.5, "auto": MODEL_MASK_GROWTH}[name]
+        assert info["prompts"].get("largest_piece_labels") == {"file": None, "folder": [], "auto": [1, 2]}[name]
+        assert ("surround only the largest piece of label(s) 1, 2" in printed) == (name == "auto")
         for case_id in _case_ids(images):
             pred, _ = read_image(out / f"{case_id}.nii.gz")
             assert pred.shape == read_image(labels / f"{case_id}.nii.gz")[0].shape
@@ -129,6 +131,29 @@ def test_an_empty_mask_prompts_nothing_and_gives_background(prompted, tmp_path):
     predict(["-i", str(images), "-o", str(tmp_path / "p"), "--amp", "off", "--prompts", str(masks)])
     for case_id in _case_ids(images):
         assert not read_image(tmp_path / "p" / f"{case_id}.nii.gz")[0].any()
+
+
+def test_boxes_from_a_models_masks_surround_only_the_largest_piece_of_a_one_piece_class(prompted, env, tmp_path,
+                                                                                         monkeypatch):
+    plan = read_json(env.results / MODEL / "samunet_plans.json")
+    assert plan["single_component_labels"] == [1, 2]  # the phantoms: one ellipsoid per class
+    # which sources draw boxes around the largest piece only: a model's masks, never a user's
+    assert prompt_source("auto", plan, ".nii.gz").largest_piece_labels == [1, 2]
+    assert prompt_source(str(tmp_path), plan, ".nii.gz", "model").largest_piece_labels == [1, 2]
+    assert prompt_source(str(tmp_path), plan, ".nii.gz").largest_piece_labels == []
+
+    predictor = PromptedPredictor.from_model_folder([env.results / MODEL], ["0"])
+    first = np.zeros((3, 8, 30, 30), np.float32)
+    first[0] = 1
+    first[:, 1:5, 10:20, 10:20] = np.array([0, 1, 0])[:, None, None, None]  # class 1 on slices 1..4
+    first[:, 7, 2:4, 2:4] = np.array([0, 1, 0])[:, None, None]  # a small false positive on slice 7
+    monkeypatch.setattr(predictor, "predict_preprocessed", lambda data: first)
+    prompted_slices = {}
+    monkeypatch.setattr(predictor, "predict_with_prompts", lambda data, prompts, volume_key: prompted_slices.setdefault(
+        volume_key, sorted({(p.slice_index, p.label) for p in prompts})))
+    for labels, case_id in (([1], "one_piece"), ([], "any")):
+        AutoPrompts(single_component_labels=labels).predict(predictor, case_id, np.zeros((1, 8, 30, 30)), {})
+    assert prompted_slices == {"one_piece": [(s, 1) for s in range(1, 5)], "any": [(s, 1) for s in (1, 2, 3, 4, 7)]}
 
 
 def _prompts(cases, coordinates="voxel"):

@@ -102,12 +102,11 @@ def predict_folder(predictor, input_folder, output_folder, continue_prediction=F
                 probs = predictor.predict_preprocessed(data)
             else:
                 try:
-                    case_prompts = prompts.prompts(predictor, case_id, data, properties)
+                    probs = prompts.predict(predictor, case_id, data, properties)
                 except SamunetError as err:
                     failures.append(str(err) if case_id in str(err) else f"case {case_id}: {err}")
                     tqdm.write(f"skipped: {failures[-1]}", file=sys.stderr)
                     continue
-                probs = predictor.predict_with_prompts(data, case_prompts, volume_key=case_id)
             job = (case_id, probs, properties, output_folder, file_ending, save_probabilities)
             if writer:
                 pending.append(writer.apply_async(_restore_and_write, (job,)))
@@ -184,13 +183,16 @@ def run(args, model_folders, folds, description):
     predictor.mirror_all_slices = args.tta_all_slices
     prompts = None
     if args.prompts:
-        prompts = prompt_source(args.prompts, predictor.plan["labels"], predictor.dataset_json["file_ending"],
+        prompts = prompt_source(args.prompts, predictor.plan, predictor.dataset_json["file_ending"],
                                 args.prompt_provenance, args.box_growth)
     print(f"model: {description}")
     if prompts is None or prompts.record["source"] == "auto":
         print(mirroring_sentence(predictor, args.disable_tta))
     if prompts is not None:
         print(f"prompts: {args.prompts} (provenance {prompts.provenance}); prompted passes do not mirror")
+        if prompts.record.get("largest_piece_labels"):
+            print("boxes from the model's masks surround only the largest piece of label(s) "
+                  f"{', '.join(map(str, prompts.record['largest_piece_labels']))} (the plan's single_component_labels)")
     written, failures = predict_folder(predictor, args.i, args.o, args.continue_prediction, args.save_probabilities,
                                        args.npp, args.nps, description, args.overwrite, prompts)
     print(f"wrote {len(written)} case(s) to {args.o}")

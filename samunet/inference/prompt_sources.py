@@ -12,6 +12,10 @@ for automatic ones.
 - `auto`: the model predicts prompt-free first (mirroring as samunet_predict does) and its result
   prompts it; provenance `model`.
 
+A model's masks (`auto`'s first pass, folders of provenance `model`) hold false positives, and a prompted
+model fills any box it is given: for a class that is one piece in the training labels (the plan's
+single_component_labels) boxes are drawn only around the largest connected piece of its mask.
+
 Boxes derived from masks grow outwards by a share of the model's training jitter (prompts/derivation.py):
 half, training's mean move, for reference and user masks; MODEL_MASK_GROWTH for a model's masks (`auto`,
 and folders of provenance `model`), which tend to stop short of the structure's border, so a tight box
@@ -22,9 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
+from samunet.connected_components import keep_largest_component
 from samunet.errors import SamunetError
 from samunet.imageio import read_header, read_image
 from samunet.inference.prediction_info import provenance_of
+from samunet.planners.plan_file import PlanView
 from samunet.preprocessing.preprocess_case import labels_like_case
 from samunet.preprocessing.restore_geometry import original_geometry
 from samunet.prompts.derivation import MEAN_GROWTH
@@ -41,7 +47,14 @@ def mask_growth(provenance, growth=None):
     return MODEL_MASK_GROWTH if provenance == "model" else MEAN_GROWTH
 
 
-class FilePrompts:
+class PromptSource:
+    """A case's prompts, and its probabilities from them (`predict`: what samunet_predict writes)."""
+
+    def predict(self, predictor, case_id, data, properties):
+        return predictor.predict_with_prompts(data, self.prompts(predictor, case_id, data, properties), volume_key=case_id)
+
+
+class FilePrompts(PromptSource):
     def __init__(self, path, labels):
         self.file = PromptFile.read(Path(path), labels)
         self.provenance = self.file.provenance
@@ -66,8 +79,8 @@ class FilePrompts:
                 for p in class_prompts(value, cp.boxes, cp.points, properties, size)]
 
 
-class MaskFolderPrompts:
-    def __init__(self, folder, file_ending, provenance=None, growth=None):
+class MaskFolderPrompts(PromptSource):
+    def __init__(self, folder, file_ending, provenance=None, growth=None, single_component_labels=()):
         self.folder, self.file_ending = Path(folder), file_ending
         recorded = provenance_of(self.folder)  # None: samunet_predict did not write the folder
         inherited = {None: "user", "none": "model"}.get(recorded, recorded)
@@ -79,7 +92,9 @@ class MaskFolderPrompts:
         if self.provenance not in PROVENANCES:
             raise SamunetError(f"prompt provenance '{self.provenance}': one of {', '.join(PROVENANCES)}")
         self.growth = mask_growth(self.provenance, growth)
-        self.record = {"source": str(self.folder.resolve()), "provenance": self.provenance, "box_growth": self.growth}
+        self.largest_piece_labels = list(single_component_labels) if self.provenance == "model" else []
+        self.record = {"source": str(self.folder.resolve()), "provenance": self.provenance, "box_growth": self.growth,
+                       "largest_piece_labels": self.largest_piece_labels}
 
     def _path(self, case_id):
         return self.folder / f"{case_id}{self.file_ending}"
@@ -102,36 +117,40 @@ class MaskFolderPrompts:
         if unknown:
             raise SamunetError(f"{path}: holds label value(s) {', '.join(map(str, unknown[:5]))}, which the model "
                                f"has no class for (it has 1..{predictor.num_outputs - 1})")
+        seg = keep_largest_component(seg, self.largest_piece_labels)
         return predictor.prompts_from_mask(labels_like_case(seg, properties), self.growth)
 
 
-class AutoPrompts:
+class AutoPrompts(PromptSource):
     provenance = "model"
 
-    def __init__(self, growth=None):
+    def __init__(self, growth=None, single_component_labels=()):
         self.growth = mask_growth("model", growth)
-        self.record = {"source": "auto", "provenance": "model", "box_growth": self.growth}
+        self.largest_piece_labels = list(single_component_labels)
+        self.record = {"source": "auto", "provenance": "model", "box_growth": self.growth,
+                       "largest_piece_labels": self.largest_piece_labels}
 
     def select(self, cases):
         return cases
 
-    def prompts(self, predictor, case_id, data, properties):
-        return predictor.prompts_from_mask(predictor.predict_preprocessed(data).argmax(0), self.growth)
+    def predict(self, predictor, case_id, data, properties):
+        first = keep_largest_component(predictor.predict_preprocessed(data).argmax(0), self.largest_piece_labels)
+        return predictor.predict_with_prompts(data, predictor.prompts_from_mask(first, self.growth), volume_key=case_id)
 
 
-def prompt_source(spec, labels, file_ending, provenance=None, growth=None):
+def prompt_source(spec, plan, file_ending, provenance=None, growth=None):
     """`--prompts` value -> a source: 'auto', a folder of masks, or a prompts file."""
     if spec == "auto":
         if provenance not in (None, "model"):
             raise SamunetError("--prompts auto: the prompts come from the model; --prompt-provenance does not apply")
-        return AutoPrompts(growth)
+        return AutoPrompts(growth, PlanView(plan).single_component_labels)
     path = Path(spec)
     if path.is_dir():
-        return MaskFolderPrompts(path, file_ending, provenance, growth)
+        return MaskFolderPrompts(path, file_ending, provenance, growth, PlanView(plan).single_component_labels)
     if not path.is_file():
         raise SamunetError(f"{path}: --prompts takes a prompts file, a folder of masks, or auto")
     if provenance is not None:
         raise SamunetError(f"{path}: a prompts file states its own provenance; --prompt-provenance is for mask folders")
     if growth is not None:
         raise SamunetError(f"{path}: a prompts file gives its boxes as they are; --box-growth is for masks and auto")
-    return FilePrompts(path, labels)
+    return FilePrompts(path, plan["labels"])

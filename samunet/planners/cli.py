@@ -13,7 +13,7 @@ from samunet.paths import find_raw_dataset, preprocessed_root
 from samunet.planners.backbone_sizing import DEFAULT_GPU_MEMORY_GB
 from samunet.models.input_mapping import PROJECTED, SEPARATE
 from samunet.planners.experiment_planner import CHANNEL_ENCODING, CONTEXT_SLICES, FUSED_SLICES, plan_experiment
-from samunet.planners.fingerprint import extract_fingerprint
+from samunet.planners.fingerprint import FINGERPRINT_VERSION, extract_fingerprint
 from samunet.planners.plan_file import read_splits
 from samunet.planners.splits import make_splits
 from samunet.raw_dataset import load_raw_dataset
@@ -35,7 +35,9 @@ def _fingerprint_locked(raw, out, num_processes, clean):
     path = out / FINGERPRINT_FILE
     if path.is_file() and not clean:
         try:
-            if read_json(path).get("source_stamp") == raw.source_stamp():
+            previous = read_json(path)
+            current = {"source_stamp": raw.source_stamp(), "fingerprint_version": FINGERPRINT_VERSION}
+            if isinstance(previous, dict) and all(previous.get(k) == v for k, v in current.items()):
                 tqdm.write(f"{path}: up to date (use --clean to recompute)")
                 return path
         except SamunetError:

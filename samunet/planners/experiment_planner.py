@@ -24,6 +24,10 @@ CHANNEL_ENCODING = PROJECTED
 TWO_D_SPACING = 999.0  # the slice spacing converters give 2D images (nnU-Net's convention)
 ANISOTROPY_THRESHOLD = 3.0  # nnU-Net's: an axis this many times coarser than the others is 'anisotropic'
 CHECKPOINTS_VAR = "SAMUNET_CHECKPOINTS"
+# A class is one piece when, in every training case that holds it, its largest connected component holds at
+# least this share of its voxels: annotation specks aside, a second piece (the other kidney, a second lesion)
+# holds far more. `--prompts auto` draws boxes only around such a class's largest piece.
+SINGLE_COMPONENT_SHARE = 0.95
 
 
 def target_spacing_3d(spacings, shapes):
@@ -103,6 +107,13 @@ def default_backbone(checkpoints_dir):
     return "litemedsam", f"no {vit_b_file} ({where}); using the bundled LiteMedSAM weights"
 
 
+def single_component_labels(fingerprint):
+    """Label values that are one connected piece in the training labels (fingerprints from before the
+    share was recorded: none)."""
+    shares = fingerprint.get("min_largest_component_share_per_label") or {}
+    return sorted(int(v) for v, share in shares.items() if share is not None and share >= SINGLE_COMPONENT_SHARE)
+
+
 def plan_experiment(fingerprint, gpu_memory_gb, checkpoints_dir=None, context_slices=CONTEXT_SLICES,
                     fused_slices=FUSED_SLICES, channel_encoding=CHANNEL_ENCODING):
     """Build the plan dict from a fingerprint (see README 'samunet_plans.json')."""
@@ -152,6 +163,7 @@ def plan_experiment(fingerprint, gpu_memory_gb, checkpoints_dir=None, context_sl
         "axis_order": "z, y, x (numpy order of the original arrays)",
         "channel_names": fingerprint["channel_names"],
         "labels": fingerprint["labels"],
+        "single_component_labels": single_component_labels(fingerprint),
         "target_spacing_3d": spacing3d,
         "slicing_axis": forward[0],
         "transpose_forward": forward,

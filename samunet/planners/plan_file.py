@@ -113,6 +113,11 @@ def check_plan(plan, path):
         if len(_lookup(plan, key)) != channels:
             raise SamunetError(f"{path}: '{key}' must have one entry per channel ({channels})")
     _check_encoder_input(plan, path)
+    single = plan.get("single_component_labels", [])
+    foreground = {v for v in plan["labels"].values() if v}
+    if not (isinstance(single, list) and all(_integer(v) and v in foreground for v in single)):
+        raise SamunetError(f"{path}: 'single_component_labels' must be a list of foreground label values "
+                           f"({', '.join(map(str, sorted(foreground)))}), not {single!r:.80}")
     if plan["default_backbone"] not in plan["backbones"]:
         raise SamunetError(f"{path}: 'default_backbone' {plan['default_backbone']!r} is not among 'backbones'")
     return plan
@@ -147,6 +152,11 @@ class PlanView:
     @property
     def class_names_by_value(self):
         return {v: n for n, v in self._plan["labels"].items() if v}
+
+    @property
+    def single_component_labels(self):
+        """Label values that are one connected piece in the training labels; none in plans from before it."""
+        return list(self._plan.get("single_component_labels", []))
 
     @property
     def windows(self):

@@ -9,8 +9,8 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from scipy.ndimage import generate_binary_structure, label
 
+from samunet.connected_components import keep_largest_component
 from samunet.errors import SamunetError, cli_entry
 from samunet.file_io import read_json, write_json
 from samunet.imageio import SUPPORTED_ENDINGS, read_image, write_image
@@ -22,17 +22,6 @@ from samunet.planners.plan_file import PlanView, read_plan
 
 POSTPROCESSING_FILE = "postprocessing.json"
 APPLIED_FILE = "postprocessing_info.json"  # marks a folder samunet_apply_postprocessing wrote
-
-
-def keep_largest_component(seg, labels):
-    seg = seg.copy()
-    structure = generate_binary_structure(3, 3)
-    for c in labels:
-        components, count = label(seg == c, structure=structure)
-        if count > 1:
-            sizes = np.bincount(components.ravel())[1:]
-            seg[(components > 0) & (components != np.argmax(sizes) + 1)] = 0
-    return seg
 
 
 def _dice(pred, ref):
