@@ -9,7 +9,7 @@ prompt-free pass (mirrored as samunet_predict mirrors: the first pass of `auto`)
 - `first_pass`: that pass as it is (the prompted model used prompt-free);
 - `first_pass_lcc`: with only the largest 3D connected component of each class kept;
 - `replace`: per slice and class a box around the first pass's mask prompts the model, and the prompted
-  masks replace the first pass (auto before this script);
+  masks replace the first pass (`auto` before the largest-piece rule);
 - `fuse`: the same prompted pass, averaged with the first pass's probabilities;
 - `lcc_replace`, `lcc_fuse`: the same, with the boxes drawn around the largest components only.
 Boxes grow by the default share for a model's masks. Written through samunet_predict's own folder
