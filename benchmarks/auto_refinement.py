@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hippocampus import environment, evaluate, log  # noqa: E402
+from hippocampus import environment, evaluate, log, save  # noqa: E402
 from prompted_box_growth import DATASET, tuning_cases  # noqa: E402
 
 VARIANTS = ("first_pass", "first_pass_lcc", "replace", "fuse", "lcc_replace", "lcc_fuse")
@@ -99,7 +99,7 @@ def main():
                 predict_folder(predictor, images, preds, description=str(model), prompts=source)
                 row[name] = evaluate(labels, preds)["mean"]
                 log(f"{tag} {set_name} {name}: Dice {row[name]['Dice']:.3f} HD95 {row[name]['HD95']:.2f}")
-                out.write_text(json.dumps(results, indent=1))
+                save(out, results)
     for set_name in ("tuning", "test"):
         print(f"\n{set_name} cases: mean Dice (HD95 mm)\n")
         print("| model | " + " | ".join(VARIANTS) + " |\n" + "|---" * (1 + len(VARIANTS)) + "|")
