@@ -16,6 +16,7 @@ from samunet.run_training import final_validation, train
 from samunet.trainers.distributed import DistInfo
 from samunet.trainers.encoder_inputs import CachedInputs, EncodedInputs, ImageInputs, encoder_inputs_for
 from samunet.trainers.loss import ce_dice_loss
+from samunet.trainers.lr_schedule import WarmupPoly
 from samunet.trainers.trainer import SamTrainer, TrainConfig
 
 from training_helpers import prepare_dataset, train_args
@@ -103,23 +104,41 @@ def test_resume_continues_exactly(dataset, env, monkeypatch):
     assert train(train_args("lora_both", *common, "--c"), show_progress=False) is None  # already finished
 
 
-def test_time_budget_stops_at_whole_epochs_with_the_lr_decay_completed(dataset, env, monkeypatch):
-    clock = [0.0]  # a clock that only training iterations advance: 5 s each, 10 s an epoch of 2
+def budget_run(env, monkeypatch, step_seconds, *extra):
+    """`lora_both` on `tiny` for at most 20 epochs of 2 iterations under a 1-minute budget, on a clock that
+    only training steps advance: step i (from 0) takes step_seconds(i)."""
+    clock, steps = [0.0], [0]
     monkeypatch.setattr("samunet.trainers.epoch_loop.time", SimpleNamespace(perf_counter=lambda: clock[0],
                                                                          strftime=time.strftime))
     original = SamTrainer.train_step
 
-    def five_second_step(self, inputs, targets):
-        clock[0] += 5.0
+    def timed_step(self, inputs, targets):
+        clock[0] += step_seconds(steps[0])
+        steps[0] += 1
         return original(self, inputs, targets)
 
-    monkeypatch.setattr(SamTrainer, "train_step", five_second_step)
+    monkeypatch.setattr(SamTrainer, "train_step", timed_step)
     trainer = train(train_args("lora_both", "--epochs", "20", "--iters-per-epoch", "2", "--val-slices", "2",
-                               "--time-budget", "1"), show_progress=False)
+                               "--time-budget", "1", *extra), show_progress=False)
+    return trainer, (fold_folder(env, "lora_both") / "training_log.txt").read_text()
+
+
+def test_time_budget_stops_at_whole_epochs_with_the_lr_decay_completed(dataset, env, monkeypatch):
+    trainer, log = budget_run(env, monkeypatch, lambda step: 5.0)  # 10 s an epoch of 2
     assert len(trainer.log["train_loss"]) == 6  # 6 x 10 s fit into 1 minute
     assert trainer.log["lr"][-1] == 0.0 and trainer.log["lr"][0] > 0  # the schedule was fitted to 6 epochs
     assert (fold_folder(env, "lora_both") / "checkpoint_final.pth").is_file()
-    assert "time budget of 1 min: stopping after epoch 5" in (fold_folder(env, "lora_both") / "training_log.txt").read_text()
+    assert "time budget of 1 min: stopping after epoch 5" in log
+
+
+def test_time_budget_refits_the_lr_decay_when_epochs_slow_down(dataset, env, monkeypatch):
+    """Epochs of 10 s, then of 15 s from the third on: the 6 epochs fitted after the first no longer fit,
+    and the decay is re-fitted, without a jump, to end with the last epoch that does."""
+    trainer, log = budget_run(env, monkeypatch, lambda step: 5.0 if step < 4 else 7.5)
+    lr = trainer.log["lr"]
+    assert "time budget: 6 epochs fit" in log and "time budget: 4 epochs fit" in log
+    assert len(lr) == 4 and "stopping after epoch 3" in log  # 10 + 10 + 15 + 15 s; a fifth would overrun
+    assert lr[-1] == 0.0 and lr[0] > lr[1] > lr[2] > lr[3]  # the LR reaches 0 where the run stops
     with pytest.raises(SystemExit):
         samunet_train(["990", "decoder", "0", "-b", "tiny", "--time-budget", "0"])
 
@@ -361,3 +380,15 @@ def test_a_cpu_run_uses_the_plans_cpu_batch_and_an_epoch_of_one_pass(dataset, en
     assert recorded == {"device": "cpu", "batch_size": 2, "iterations_per_epoch": trainer.cfg.iters_per_epoch}
     del entry["cpu_batch_size"]  # a plan from before the CPU batch: the GPU batch, at most CPU_BATCH_SIZE
     assert PlanView(plan).batch_size("tiny", "cpu") == min(30, CPU_BATCH_SIZE)
+
+
+def test_a_refitted_lr_decay_continues_from_the_current_lr_and_reaches_0():
+    schedule = WarmupPoly(total_iterations=100, warmup_iterations=10)
+    before = schedule(40)
+    schedule.end_after(40, 60)  # fewer iterations fit than planned
+    assert schedule(40) == pytest.approx(before) and schedule(41) < before
+    assert schedule(59) > 0 and schedule(60) == 0.0 and schedule(70) == 0.0
+    before, shorter = schedule(50), schedule(55)
+    schedule.end_after(50, 80)  # then more
+    assert schedule(50) == pytest.approx(before) and schedule(55) > shorter  # a slower decay from the same LR
+    assert 0 < schedule(79) < before and schedule(80) == 0.0

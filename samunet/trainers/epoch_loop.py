@@ -5,11 +5,10 @@ this loop; a subclass says what a batch is (`epoch_batches`, `epoch_inputs`), wh
 (`compute_loss`), what happens after an epoch (`end_epoch`: evaluate, log, checkpoint) and at the end
 (`finish`). The loop owns the rest: AdamW with linear warm-up and polynomial decay, mixed precision,
 gradient clipping, DDP wrapping and rank shares, per-epoch seeding (a resumed run draws what an
-uninterrupted one would), and the time budget (the LR decay is fitted to the epochs that fit it).
+uninterrupted one would), and the time budget (the LR decay is fitted, and re-fitted, to the epochs that fit it).
 """
 import time
 
-import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
@@ -18,11 +17,13 @@ from samunet.models.amp import autocast_factory, grad_scaler
 from samunet.trainers.distributed import barrier
 from samunet.trainers.lr_schedule import warmup_poly
 
+BUDGET_ESTIMATE_EPOCHS = 3  # the time budget's estimate of an epoch: the longest of the last this many
+
 
 class EpochLoop:
     """Subclasses set `cfg` (epochs, iters_per_epoch, seed, grad_clip, warmup_fraction, amp,
-    time_budget_minutes, weight_decay), `device`, `dist`, `output`, `show_progress` and `log` (a dict
-    with at least "epoch_seconds"), then call `set_up_optimization`."""
+    time_budget_minutes, weight_decay), `device`, `dist`, `output` and `show_progress`, then call
+    `set_up_optimization`."""
 
     def start_clock(self):
         self.started = time.perf_counter()  # the time budget counts from here
@@ -130,16 +131,17 @@ class EpochLoop:
     def run(self):
         if not self.prepared:
             self.prepare()
-        first = self.start_epoch
-        for epoch in range(first, self.cfg.epochs):
+        cycles = []  # this run's seconds per epoch, its evaluation and checkpoints included
+        for epoch in range(self.start_epoch, self.cfg.epochs):
             start = time.perf_counter()
             losses = self.train_epoch(epoch)
             if self.dist.is_main:
                 self.end_epoch(epoch, losses, time.perf_counter() - start)
+            cycles.append(time.perf_counter() - start)
             self.start_epoch = epoch + 1
             barrier(self.dist)
             if self.cfg.time_budget_minutes is not None and (
-                    self.out_of_time() or self._last_epoch_in_budget(epoch, first) <= epoch):
+                    self.out_of_time() or self._last_epoch_in_budget(epoch, cycles) <= epoch):
                 if self.dist.is_main:
                     self.write_log(f"time budget of {self.cfg.time_budget_minutes:g} min: stopping after epoch {epoch}")
                 break
@@ -147,22 +149,24 @@ class EpochLoop:
             self.finish()
         barrier(self.dist)
 
-    def _last_epoch_in_budget(self, epoch, first):
-        """The last epoch that still fits the time budget (counted from this run's start), judged from
-        the epochs run so far. After the first epoch the LR schedule is shortened to end there, so the
-        decay completes within the budget. Rank 0 decides for all ranks."""
+    def _last_epoch_in_budget(self, epoch, cycles):
+        """The last epoch that still fits the time budget, judged from the longest of this run's last few
+        epochs (`cycles`: epochs slow down or speed up as a run goes on; the longest, so that the epoch
+        the decay ends with still fits, at the price of up to about an epoch left unused). Whenever the
+        estimate moves, the LR decay is re-fitted to end there, from the LR it has now: the run stops where
+        the LR reaches 0, and no epoch runs at LR 0. Rank 0 decides for all ranks."""
+        fitted = self.lr_schedule.last_epoch(self.cfg.iters_per_epoch)
+        if epoch >= fitted:  # the decay is complete
+            return epoch
         last = torch.tensor([self.cfg.epochs - 1])
         if self.dist.is_main:
-            per_epoch = float(np.mean(self.log["epoch_seconds"][first:]))
-            remaining = self.cfg.time_budget_minutes * 60 - (time.perf_counter() - self.started)
-            last[0] = min(self.cfg.epochs - 1, epoch + int(remaining // per_epoch))
+            per_epoch = max(cycles[-BUDGET_ESTIMATE_EPOCHS:])
+            last[0] = min(self.cfg.epochs - 1, epoch + int(self.seconds_left() // per_epoch))
         if self.dist.enabled:
             torch.distributed.broadcast(last, src=0)
-        # never past the epoch the LR schedule was fitted to (its LR is 0 from there on), even when
-        # later epochs ran faster than the first ones
-        last = min(int(last.item()), self.lr_schedule.last_epoch(self.cfg.iters_per_epoch))
-        if epoch == first and last > epoch:
-            self.lr_schedule.end_after((last + 1) * self.cfg.iters_per_epoch, self.cfg.warmup_fraction)
+        last = int(last.item())
+        if epoch < last != fitted:
+            self.lr_schedule.end_after(self.scheduler.last_epoch, (last + 1) * self.cfg.iters_per_epoch)
             if self.dist.is_main:
                 self.write_log(f"time budget: {last + 1} epochs fit; the LR decays to 0 by then")
         return last

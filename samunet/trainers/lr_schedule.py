@@ -4,23 +4,30 @@ from torch.optim.lr_scheduler import LambdaLR
 
 class WarmupPoly:
     """The LR factor of iteration `it`. An object rather than a closure: LambdaLR saves its attributes
-    in the scheduler state, so a shortened run (time budget) resumes with the same schedule."""
+    in the scheduler state, so a re-fitted run (time budget) resumes with the same schedule."""
 
     def __init__(self, total_iterations, warmup_iterations):
         self.total = total_iterations
         self.warmup = warmup_iterations
+        # where a re-fitted decay starts (end_after), and the factor it starts from
+        self.refit_iteration = None
+        self.refit_factor = None
 
     def last_epoch(self, iters_per_epoch):
         """The last epoch whose iterations the decay reaches (its LR is 0 after)."""
         return -(-self.total // iters_per_epoch) - 1
 
-    def end_after(self, total_iterations, warmup_fraction):
-        """Decay to 0 after `total_iterations` instead (the time budget fits fewer epochs); the warm-up
-        shrinks with it when it would be more than `warmup_fraction` of the run."""
+    def end_after(self, now, total_iterations):
+        """From iteration `now` on, decay from the factor it has to 0 at `total_iterations` instead (a time
+        budget fits fewer or more epochs than planned): the LR neither jumps nor stops short of 0."""
+        factor = self(now)
+        self.refit_iteration, self.refit_factor = now, factor
         self.total = total_iterations
-        self.warmup = min(self.warmup, max(1, int(total_iterations * warmup_fraction)))
 
     def __call__(self, it):
+        if self.refit_iteration is not None and it >= self.refit_iteration:
+            progress = (it - self.refit_iteration) / max(1, self.total - self.refit_iteration)
+            return self.refit_factor * max(0.0, 1 - progress) ** 0.9
         if it < self.warmup:
             return (it + 1) / self.warmup
         progress = (it - self.warmup) / max(1, self.total - self.warmup)
@@ -28,6 +35,6 @@ class WarmupPoly:
 
 
 def warmup_poly(optimizer, total_iterations, warmup_iterations):
-    """(scheduler, its WarmupPoly): the loop steps the first and shortens the second."""
+    """(scheduler, its WarmupPoly): the loop steps the first and re-fits the second."""
     schedule = WarmupPoly(total_iterations, warmup_iterations)
     return LambdaLR(optimizer, schedule), schedule
