@@ -192,19 +192,45 @@ def nnunet_train_and_predict(work, n, budget):
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+    MAX_EPOCHS = 1000
+
+    class RefittedPoly:
+        """nnU-Net's per-epoch poly decay, re-fitted as samunet_train --time-budget re-fits its own: from
+        epoch `start` on, from the LR it had there to 0 at `max_steps` (no jump when the fit moves)."""
+
+        def __init__(self, optimizer, initial_lr, max_steps):
+            self.optimizer, self.max_steps = optimizer, max_steps
+            self.start, self.start_lr = 0, initial_lr
+
+        def lr(self, epoch):
+            return self.start_lr * max(0.0, 1 - (epoch - self.start) / max(1, self.max_steps - self.start)) ** 0.9
+
+        def end_after(self, epoch, max_steps):
+            self.start_lr, self.start, self.max_steps = self.lr(epoch), epoch, max_steps
+
+        def step(self, current_step):
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr(current_step)
+
     class BudgetTrainer(nnUNetTrainer):
-        """nnU-Net's trainer with short epochs and the same wall-clock rule as samunet_train --time-budget."""
+        """nnU-Net's trainer with short epochs and the same wall-clock rule as samunet_train --time-budget
+        (trainers/epoch_loop.py): after each epoch the last epoch that fits is judged from the longest of the
+        last 3 (logging and checkpoints included) and the LR decay re-fitted to end there."""
 
         def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cpu")):
             self.started = time.perf_counter()
             super().__init__(plans, configuration, fold, dataset_json, device)  # nnU-Net records these by name
             self.num_iterations_per_epoch = 5  # ~10 s each on this CPU (batch 281 of 56 x 40)
             self.num_val_iterations_per_epoch = 2
-            self.num_epochs = 1000
+            self.num_epochs = MAX_EPOCHS  # re-fitted to the budget after each epoch
+
+        def configure_optimizers(self):
+            optimizer, _ = super().configure_optimizers()
+            return optimizer, RefittedPoly(optimizer, self.initial_lr, self.num_epochs)
 
         def run_training(self):
             self.on_train_start()
-            epoch_seconds = []
+            cycles = []
             while self.current_epoch < self.num_epochs:
                 start = time.perf_counter()
                 self.on_epoch_start()
@@ -215,17 +241,16 @@ def nnunet_train_and_predict(work, n, budget):
                     self.on_validation_epoch_start()
                     val = [self.validation_step(next(self.dataloader_val)) for _ in range(self.num_val_iterations_per_epoch)]
                     self.on_validation_epoch_end(val)
-                first = not epoch_seconds
-                epoch_seconds.append(time.perf_counter() - start)
                 epoch = self.current_epoch
                 self.on_epoch_end()  # advances current_epoch
+                cycles.append(time.perf_counter() - start)
                 remaining = budget * 60 - (time.perf_counter() - self.started)
-                last = min(self.num_epochs - 1, epoch + int(remaining // (sum(epoch_seconds) / len(epoch_seconds))))
-                if first and last > epoch:
-                    self.num_epochs = last + 1
-                    self.lr_scheduler.max_steps = self.num_epochs
+                last = min(MAX_EPOCHS - 1, epoch + int(remaining // max(cycles[-3:])))
                 if last <= epoch:
                     break
+                if last != self.num_epochs - 1:
+                    self.num_epochs = last + 1
+                    self.lr_scheduler.end_after(epoch + 1, self.num_epochs)
             self.on_train_end()
 
     pre = Path(os.environ["nnUNet_preprocessed"]) / "Dataset502_Hippocampus"

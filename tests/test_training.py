@@ -16,7 +16,7 @@ from samunet.run_training import final_validation, train
 from samunet.trainers.distributed import DistInfo
 from samunet.trainers.encoder_inputs import CachedInputs, EncodedInputs, ImageInputs, encoder_inputs_for
 from samunet.trainers.loss import ce_dice_loss
-from samunet.trainers.lr_schedule import WarmupPoly
+from samunet.trainers.lr_schedule import warmup_poly
 from samunet.trainers.trainer import SamTrainer, TrainConfig
 
 from training_helpers import prepare_dataset, train_args
@@ -104,7 +104,7 @@ def test_resume_continues_exactly(dataset, env, monkeypatch):
     assert train(train_args("lora_both", *common, "--c"), show_progress=False) is None  # already finished
 
 
-def budget_run(env, monkeypatch, step_seconds, *extra):
+def budget_run(env, monkeypatch, step_seconds):
     """`lora_both` on `tiny` for at most 20 epochs of 2 iterations under a 1-minute budget, on a clock that
     only training steps advance: step i (from 0) takes step_seconds(i)."""
     clock, steps = [0.0], [0]
@@ -119,7 +119,7 @@ def budget_run(env, monkeypatch, step_seconds, *extra):
 
     monkeypatch.setattr(SamTrainer, "train_step", timed_step)
     trainer = train(train_args("lora_both", "--epochs", "20", "--iters-per-epoch", "2", "--val-slices", "2",
-                               "--time-budget", "1", *extra), show_progress=False)
+                               "--time-budget", "1"), show_progress=False)
     return trainer, (fold_folder(env, "lora_both") / "training_log.txt").read_text()
 
 
@@ -129,6 +129,8 @@ def test_time_budget_stops_at_whole_epochs_with_the_lr_decay_completed(dataset, 
     assert trainer.log["lr"][-1] == 0.0 and trainer.log["lr"][0] > 0  # the schedule was fitted to 6 epochs
     assert (fold_folder(env, "lora_both") / "checkpoint_final.pth").is_file()
     assert "time budget of 1 min: stopping after epoch 5" in log
+    with pytest.raises(SystemExit):
+        samunet_train(["990", "decoder", "0", "-b", "tiny", "--time-budget", "0"])
 
 
 def test_time_budget_refits_the_lr_decay_when_epochs_slow_down(dataset, env, monkeypatch):
@@ -139,8 +141,14 @@ def test_time_budget_refits_the_lr_decay_when_epochs_slow_down(dataset, env, mon
     assert "time budget: 6 epochs fit" in log and "time budget: 4 epochs fit" in log
     assert len(lr) == 4 and "stopping after epoch 3" in log  # 10 + 10 + 15 + 15 s; a fifth would overrun
     assert lr[-1] == 0.0 and lr[0] > lr[1] > lr[2] > lr[3]  # the LR reaches 0 where the run stops
-    with pytest.raises(SystemExit):
-        samunet_train(["990", "decoder", "0", "-b", "tiny", "--time-budget", "0"])
+
+
+def test_time_budget_refits_the_lr_decay_when_epochs_speed_up(dataset, env, monkeypatch):
+    """A slow first epoch (15 s), then epochs of 5 s: the 4 epochs fitted after the first grow to the 10
+    that fit, once the slow epoch is out of the last three."""
+    trainer, log = budget_run(env, monkeypatch, lambda step: 7.5 if step < 2 else 2.5)
+    assert all(f"time budget: {n} epochs fit" in log for n in (4, 5, 10))
+    assert len(trainer.log["lr"]) == 10 and trainer.log["lr"][-1] == 0.0 and "stopping after epoch 9" in log
 
 
 @pytest.mark.parametrize("amp", ["off", "bf16"])
@@ -383,7 +391,10 @@ def test_a_cpu_run_uses_the_plans_cpu_batch_and_an_epoch_of_one_pass(dataset, en
 
 
 def test_a_refitted_lr_decay_continues_from_the_current_lr_and_reaches_0():
-    schedule = WarmupPoly(total_iterations=100, warmup_iterations=10)
+    def scheduler():
+        return warmup_poly(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), 100, 10)
+
+    lambda_lr, schedule = scheduler()
     before = schedule(40)
     schedule.end_after(40, 60)  # fewer iterations fit than planned
     assert schedule(40) == pytest.approx(before) and schedule(41) < before
@@ -392,3 +403,6 @@ def test_a_refitted_lr_decay_continues_from_the_current_lr_and_reaches_0():
     schedule.end_after(50, 80)  # then more
     assert schedule(50) == pytest.approx(before) and schedule(55) > shorter  # a slower decay from the same LR
     assert 0 < schedule(79) < before and schedule(80) == 0.0
+    resumed, resumed_schedule = scheduler()  # the re-fit is in the scheduler state a checkpoint keeps
+    resumed.load_state_dict(lambda_lr.state_dict())
+    assert [resumed_schedule(i) for i in range(0, 90, 5)] == [schedule(i) for i in range(0, 90, 5)]
