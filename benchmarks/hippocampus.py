@@ -192,6 +192,8 @@ def nnunet_train_and_predict(work, n, budget):
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+    from samunet.trainers.epoch_loop import BUDGET_ESTIMATE_EPOCHS
+
     MAX_EPOCHS = 1000
 
     class RefittedPoly:
@@ -245,7 +247,7 @@ def nnunet_train_and_predict(work, n, budget):
                 self.on_epoch_end()  # advances current_epoch
                 cycles.append(time.perf_counter() - start)
                 remaining = budget * 60 - (time.perf_counter() - self.started)
-                last = min(MAX_EPOCHS - 1, epoch + int(remaining // max(cycles[-3:])))
+                last = min(MAX_EPOCHS - 1, epoch + int(remaining // max(cycles[-BUDGET_ESTIMATE_EPOCHS:])))
                 if last <= epoch:
                     break
                 if last != self.num_epochs - 1:
