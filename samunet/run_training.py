@@ -80,7 +80,7 @@ def build_parser():
     p.add_argument("--val-slices", type=int_at_least(1), default=100, help="slices in the per-epoch validation")
     p.add_argument("--seed", type=int, default=12345)
     p.add_argument("--time-budget", type=positive_float, default=None, metavar="MINUTES",
-                   help="stop at the last whole epoch that fits this wall time (model building and the "
+                   help="stop at the last iteration that fits this wall time (model building and the "
                         "embedding cache count; the final 3D validation does not); the LR decay is fitted to it")
     p.add_argument("--ce-weight", type=non_negative_float, default=0.2)
     p.add_argument("--dice-weight", type=non_negative_float, default=0.8)

@@ -104,30 +104,37 @@ def test_resume_continues_exactly(dataset, env, monkeypatch):
     assert train(train_args("lora_both", *common, "--c"), show_progress=False) is None  # already finished
 
 
-def budget_run(env, monkeypatch, step_seconds):
+def budget_run(env, monkeypatch, step_seconds, epoch_end_seconds=0.0):
     """`lora_both` on `tiny` for at most 20 epochs of 2 iterations under a 1-minute budget, on a clock that
-    only training steps advance: step i (from 0) takes step_seconds(i)."""
+    only training steps and epoch ends advance: step i (from 0) takes step_seconds(i), each epoch's
+    evaluation and checkpoints epoch_end_seconds. Returns (trainer, its log, the clock at the end)."""
     clock, steps = [0.0], [0]
     monkeypatch.setattr("samunet.trainers.epoch_loop.time", SimpleNamespace(perf_counter=lambda: clock[0],
                                                                          strftime=time.strftime))
-    original = SamTrainer.train_step
+    original_step, original_end = SamTrainer.train_step, SamTrainer.end_epoch
 
     def timed_step(self, inputs, targets):
         clock[0] += step_seconds(steps[0])
         steps[0] += 1
-        return original(self, inputs, targets)
+        return original_step(self, inputs, targets)
+
+    def timed_end(self, epoch, losses, seconds):
+        clock[0] += epoch_end_seconds
+        return original_end(self, epoch, losses, seconds)
 
     monkeypatch.setattr(SamTrainer, "train_step", timed_step)
+    monkeypatch.setattr(SamTrainer, "end_epoch", timed_end)
     trainer = train(train_args("lora_both", "--epochs", "20", "--iters-per-epoch", "2", "--val-slices", "2",
                                "--time-budget", "1"), show_progress=False)
-    return trainer, (fold_folder(env, "lora_both") / "training_log.txt").read_text()
+    return trainer, (fold_folder(env, "lora_both") / "training_log.txt").read_text(), clock[0]
 
 
-def test_time_budget_stops_at_whole_epochs_with_the_lr_decay_completed(dataset, env, monkeypatch):
-    trainer, log = budget_run(env, monkeypatch, lambda step: 5.0)  # 10 s an epoch of 2
+def test_time_budget_stops_with_the_lr_decay_completed(dataset, env, monkeypatch):
+    trainer, log, _ = budget_run(env, monkeypatch, lambda step: 5.0)  # 10 s an epoch of 2
     assert len(trainer.log["train_loss"]) == 6  # 6 x 10 s fit into 1 minute
     assert trainer.log["lr"][-1] == 0.0 and trainer.log["lr"][0] > 0  # the schedule was fitted to 6 epochs
     assert (fold_folder(env, "lora_both") / "checkpoint_final.pth").is_file()
+    assert "time budget: 12 iterations fit (6 epochs)" in log
     assert "time budget of 1 min: stopping after epoch 5" in log
     with pytest.raises(SystemExit):
         samunet_train(["990", "decoder", "0", "-b", "tiny", "--time-budget", "0"])
@@ -135,20 +142,32 @@ def test_time_budget_stops_at_whole_epochs_with_the_lr_decay_completed(dataset, 
 
 def test_time_budget_refits_the_lr_decay_when_epochs_slow_down(dataset, env, monkeypatch):
     """Epochs of 10 s, then of 15 s from the third on: the 6 epochs fitted after the first no longer fit,
-    and the decay is re-fitted, without a jump, to end with the last epoch that does."""
-    trainer, log = budget_run(env, monkeypatch, lambda step: 5.0 if step < 4 else 7.5)
+    and the decay is re-fitted, without a jump, to end with the last iteration that does: part-way through
+    a fifth epoch, which is still evaluated (its evaluation was budgeted)."""
+    trainer, log, clock = budget_run(env, monkeypatch, lambda step: 5.0 if step < 4 else 7.5)
     lr = trainer.log["lr"]
-    assert "time budget: 6 epochs fit" in log and "time budget: 4 epochs fit" in log
-    assert len(lr) == 4 and "stopping after epoch 3" in log  # 10 + 10 + 15 + 15 s; a fifth would overrun
-    assert lr[-1] == 0.0 and lr[0] > lr[1] > lr[2] > lr[3]  # the LR reaches 0 where the run stops
+    assert "time budget: 12 iterations fit (6 epochs)" in log
+    assert "time budget: 9 iterations fit (4 epochs and 1 iteration)" in log
+    assert len(lr) == 5 and "stopping after epoch 4" in log  # 10 + 10 + 15 + 15 + 7.5 s
+    assert clock == 57.5 and "not evaluated" not in log
+    assert lr[-1] == 0.0 and lr[0] > lr[1] > lr[2] > lr[3] > lr[4]  # the LR reaches 0 where the run stops
 
 
 def test_time_budget_refits_the_lr_decay_when_epochs_speed_up(dataset, env, monkeypatch):
     """A slow first epoch (15 s), then epochs of 5 s: the 4 epochs fitted after the first grow to the 10
     that fit, once the slow epoch is out of the last three."""
-    trainer, log = budget_run(env, monkeypatch, lambda step: 7.5 if step < 2 else 2.5)
-    assert all(f"time budget: {n} epochs fit" in log for n in (4, 5, 10))
+    trainer, log, _ = budget_run(env, monkeypatch, lambda step: 7.5 if step < 2 else 2.5)
+    assert all(f"time budget: {n} iterations fit" in log for n in (8, 9, 10, 20))
     assert len(trainer.log["lr"]) == 10 and trainer.log["lr"][-1] == 0.0 and "stopping after epoch 9" in log
+
+
+def test_time_budget_keeps_time_for_each_epochs_evaluation(dataset, env, monkeypatch):
+    """Steps of 4 s and 5 s of evaluation and checkpoints per epoch (13 s an epoch): after the first epoch
+    47 s are left, which hold 11 more steps but only 3 more epochs with their ends; a fourth epoch's end
+    would not fit after even one of its steps, so the run ends with the fourth whole epoch, inside the budget."""
+    trainer, log, clock = budget_run(env, monkeypatch, lambda step: 4.0, epoch_end_seconds=5.0)
+    assert "time budget: 8 iterations fit (4 epochs)" in log
+    assert len(trainer.log["lr"]) == 4 and trainer.log["lr"][-1] == 0.0 and clock == 52.0
 
 
 @pytest.mark.parametrize("amp", ["off", "bf16"])

@@ -53,7 +53,7 @@ def build_parser():
                    help="share of masked patches (default: the objective's, 0.75 for MAE, 0.6 for SimMIM)")
     p.add_argument("--name", default=None, help="output name (default: <objective>_<tune>, e.g. simmim_full)")
     p.add_argument("--time-budget", type=positive_float, default=None, metavar="MINUTES",
-                   help="stop at the last whole epoch that fits this wall time; the LR decay is fitted to it")
+                   help="stop at the last iteration that fits this wall time; the LR decay is fitted to it")
     p.add_argument("--epochs", type=int_at_least(1), default=None,
                    help=f"default {PretrainConfig.epochs}, or {BUDGET_EPOCHS} (the budget decides) with --time-budget")
     p.add_argument("--iters-per-epoch", type=int_at_least(1), default=ITERS_PER_EPOCH)

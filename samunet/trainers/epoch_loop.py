@@ -5,7 +5,8 @@ this loop; a subclass says what a batch is (`epoch_batches`, `epoch_inputs`), wh
 (`compute_loss`), what happens after an epoch (`end_epoch`: evaluate, log, checkpoint) and at the end
 (`finish`). The loop owns the rest: AdamW with linear warm-up and polynomial decay, mixed precision,
 gradient clipping, DDP wrapping and rank shares, per-epoch seeding (a resumed run draws what an
-uninterrupted one would), and the time budget (the LR decay is fitted, and re-fitted, to the epochs that fit it).
+uninterrupted one would), and the time budget (the LR decay is fitted, and re-fitted, to the iterations that fit
+it; the last epoch may end part-way).
 """
 import time
 
@@ -17,7 +18,7 @@ from samunet.models.amp import autocast_factory, grad_scaler
 from samunet.trainers.distributed import barrier
 from samunet.trainers.lr_schedule import warmup_poly
 
-BUDGET_ESTIMATE_EPOCHS = 3  # the time budget's estimate of an epoch: the longest of the last this many
+BUDGET_ESTIMATE_EPOCHS = 3  # the time budget's estimates (per iteration, per epoch end) use the last this many epochs
 
 
 class EpochLoop:
@@ -29,6 +30,7 @@ class EpochLoop:
         self.started = time.perf_counter()  # the time budget counts from here
         self.start_epoch = 0
         self.prepared = False
+        self.cut_short = False  # whether the time budget ran out inside the last epoch
 
     def set_up_optimization(self, module, lr):
         """AdamW over `module`'s trainable parameters, the warm-up + poly schedule, AMP, DDP wrapping."""
@@ -60,7 +62,9 @@ class EpochLoop:
         raise NotImplementedError
 
     def end_epoch(self, epoch, losses, seconds):
-        """On rank 0 after each epoch (`losses` is short when the budget cut the epoch)."""
+        """On rank 0 after each epoch. `losses` is short in the last epoch of a time budget (the LR decay
+        ended there); `self.cut_short` says the budget ran out before that, so there is no time left for
+        evaluation."""
         raise NotImplementedError
 
     def finish(self):
@@ -109,18 +113,24 @@ class EpochLoop:
         return bool(flag.item())
 
     def train_epoch(self, epoch):
-        """Train one epoch; returns its losses. Stops early, mid-epoch, when the time budget is spent
-        (the whole-epoch estimate of _last_epoch_in_budget can be off when epochs are long or slow down)."""
+        """Train one epoch; returns its losses. Under a time budget the epoch ends early where the fitted LR
+        decay ends, or where the budget runs out (`cut_short`: the estimate of _fit_budget was too low)."""
         self.set_train_mode()
         torch.manual_seed(self.cfg.seed + epoch)  # dropout, masks etc.: same draws after a resume
         batches = self.epoch_batches(epoch)
         losses = []
+        self.cut_short = False
         bar = tqdm(total=len(batches), desc=f"epoch {epoch}", disable=not self.show_progress, leave=False)
         for inputs, targets in self.epoch_inputs(batches):
             losses.append(self.train_step(inputs, targets))
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
             bar.update()
-            if len(losses) < len(batches) and self.out_of_time():
+            if len(losses) == len(batches) or self.cfg.time_budget_minutes is None:
+                continue
+            if self._decay_complete():
+                break
+            if self.out_of_time():
+                self.cut_short = True
                 if self.dist.is_main:
                     self.write_log(f"time budget of {self.cfg.time_budget_minutes:g} min spent after iteration "
                                    f"{len(losses)} of epoch {epoch}: stopping")
@@ -131,17 +141,18 @@ class EpochLoop:
     def run(self):
         if not self.prepared:
             self.prepare()
-        cycles = []  # this run's seconds per epoch, its evaluation and checkpoints included
+        timings = []  # this run's epochs: (training seconds per iteration, seconds of evaluation and checkpoints)
         for epoch in range(self.start_epoch, self.cfg.epochs):
             start = time.perf_counter()
             losses = self.train_epoch(epoch)
+            trained = time.perf_counter()
             if self.dist.is_main:
-                self.end_epoch(epoch, losses, time.perf_counter() - start)
-            cycles.append(time.perf_counter() - start)
+                self.end_epoch(epoch, losses, trained - start)
             self.start_epoch = epoch + 1
             barrier(self.dist)
+            timings.append(((trained - start) / max(1, len(losses)), time.perf_counter() - trained))
             if self.cfg.time_budget_minutes is not None and (
-                    self.out_of_time() or self._last_epoch_in_budget(epoch, cycles) <= epoch):
+                    self.out_of_time() or self._decay_complete() or not self._fit_budget(timings)):
                 if self.dist.is_main:
                     self.write_log(f"time budget of {self.cfg.time_budget_minutes:g} min: stopping after epoch {epoch}")
                 break
@@ -149,27 +160,41 @@ class EpochLoop:
             self.finish()
         barrier(self.dist)
 
-    def _last_epoch_in_budget(self, epoch, cycles):
-        """The last epoch that still fits the time budget, judged from the longest of this run's last few
-        epochs (`cycles`: epochs slow down or speed up as a run goes on; the longest, so that the epoch
-        the decay ends with still fits, at the price of up to about an epoch left unused). Whenever the
-        estimate moves, the LR decay is re-fitted to end there, from the LR it has now: the run stops where
-        the LR reaches 0, and no epoch runs at LR 0. Rank 0 decides for all ranks."""
-        fitted = self.lr_schedule.last_epoch(self.cfg.iters_per_epoch)
-        if epoch >= fitted:  # the decay is complete
-            return epoch
-        last = torch.tensor([self.cfg.epochs - 1])
+    def _decay_complete(self):
+        return self.scheduler.last_epoch >= self.lr_schedule.total
+
+    def _fit_budget(self, timings):
+        """Re-fit the LR decay to end with the last iteration that fits the time budget; False when none does.
+        The estimate takes the slowest iteration rate and the longest epoch end (evaluation, checkpoints) of
+        the last few epochs (runs slow down or speed up as they go), counts whole epochs with their ends, then
+        what is left of a last epoch with its end. The decay is re-fitted from the LR it has now whenever the
+        estimate moves: no jump, the LR reaches 0 where the run stops, no iteration runs at LR 0, and a run
+        whose epochs are a large share of the budget ends part-way through its last epoch instead of leaving
+        that epoch's time unused. Rank 0 decides for all ranks."""
+        per_epoch = self.cfg.iters_per_epoch
+        now = self.scheduler.last_epoch  # iterations so far
+        end = torch.tensor([self.cfg.epochs * per_epoch])
         if self.dist.is_main:
-            per_epoch = max(cycles[-BUDGET_ESTIMATE_EPOCHS:])
-            last[0] = min(self.cfg.epochs - 1, epoch + int(self.seconds_left() // per_epoch))
+            recent = timings[-BUDGET_ESTIMATE_EPOCHS:]
+            per_iteration = max(t for t, _ in recent)
+            epoch_end = max(e for _, e in recent)
+            left = self.seconds_left()
+            whole = int(left // (per_epoch * per_iteration + epoch_end))
+            rest = left - whole * (per_epoch * per_iteration + epoch_end)
+            partial = int((rest - epoch_end) // per_iteration) if rest > epoch_end else 0
+            end[0] = min(int(end[0]), now + whole * per_epoch + min(partial, per_epoch - 1))
         if self.dist.enabled:
-            torch.distributed.broadcast(last, src=0)
-        last = int(last.item())
-        if epoch < last != fitted:
-            self.lr_schedule.end_after(self.scheduler.last_epoch, (last + 1) * self.cfg.iters_per_epoch)
+            torch.distributed.broadcast(end, src=0)
+        end = int(end.item())
+        if end <= now:
+            return False
+        if end != self.lr_schedule.total:
+            self.lr_schedule.end_after(now, end)
             if self.dist.is_main:
-                self.write_log(f"time budget: {last + 1} epochs fit; the LR decays to 0 by then")
-        return last
+                epochs, iterations = divmod(end, per_epoch)
+                part = f" and {iterations} iteration{'s' * (iterations > 1)}" if iterations else ""
+                self.write_log(f"time budget: {end} iterations fit ({epochs} epochs{part}); the LR decays to 0 by then")
+        return True
 
     def write_log(self, line):
         self.output.mkdir(parents=True, exist_ok=True)

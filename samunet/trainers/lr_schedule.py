@@ -13,13 +13,9 @@ class WarmupPoly:
         self.refit_iteration = None
         self.refit_factor = None
 
-    def last_epoch(self, iters_per_epoch):
-        """The last epoch whose iterations the decay reaches (its LR is 0 after)."""
-        return -(-self.total // iters_per_epoch) - 1
-
     def end_after(self, now, total_iterations):
         """From iteration `now` on, decay from the factor it has to 0 at `total_iterations` instead (a time
-        budget fits fewer or more epochs than planned): the LR neither jumps nor stops short of 0."""
+        budget fits fewer or more iterations than planned): the LR neither jumps nor stops short of 0."""
         factor = self(now)
         self.refit_iteration, self.refit_factor = now, factor
         self.total = total_iterations

@@ -64,7 +64,7 @@ class TrainConfig:
     cache_mirroring: bool = False  # cached training: also cache mirrored slices, train on them, mirror at inference
     val_slices: int = 100
     seed: int = 12345
-    time_budget_minutes: float = None  # end the LR decay at the whole epochs that fit this wall time; stop there
+    time_budget_minutes: float = None  # end the LR decay at the last iteration that fits this wall time; stop there
     lora_rank: int = 4
     synthesis: str = None  # a synthesis method: also train on its synthetic set for these exemplars
     synthetic_fraction: float = 0.5  # share of training slices drawn from the synthetic set
@@ -189,9 +189,10 @@ class SamTrainer(EpochLoop):
         return loss
 
     def end_epoch(self, epoch, losses, seconds):
-        # An epoch cut short by the time budget is not evaluated: that would overrun the budget
-        # by the validation slices' encoder passes (slow when training uncached).
-        dice = None if len(losses) < self.cfg.iters_per_epoch else self.evaluate(self.val_specs)
+        # An epoch the budget ran out in is not evaluated: that would overrun the budget by the validation
+        # slices' encoder passes (slow when training uncached). A last epoch the fitted decay ended early is:
+        # its evaluation was budgeted.
+        dice = None if self.cut_short else self.evaluate(self.val_specs)
         ema = self.log_epoch(epoch, losses, dice, seconds)
         self.save_epoch_checkpoints(epoch, ema)
         plot_progress(self.log, self.output / "progress.png")
