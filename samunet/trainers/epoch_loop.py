@@ -176,7 +176,7 @@ class EpochLoop:
         end = torch.tensor([self.cfg.epochs * per_epoch])
         if self.dist.is_main:
             recent = timings[-BUDGET_ESTIMATE_EPOCHS:]
-            per_iteration = max(t for t, _ in recent)
+            per_iteration = max(max(t for t, _ in recent), 1e-6)
             epoch_end = max(e for _, e in recent)
             left = self.seconds_left()
             whole = int(left // (per_epoch * per_iteration + epoch_end))
