@@ -10,6 +10,7 @@ from samunet.file_io import read_json, write_json
 from samunet.imageio import read_image, write_image
 from samunet.inference.predict_cli import main as predict
 from samunet.inference.predict_cli import main_from_modelfolder
+from samunet.inference.predictor import SlicePredictor
 from samunet.inference.prompt_sources import MODEL_MASK_GROWTH, AutoPrompts, prompt_source
 from samunet.inference.prompted_predictor import PromptedPredictor
 from samunet.prompts.make_prompts_cli import main as make_prompts
@@ -119,6 +120,38 @@ def test_prediction_from_a_prompts_file_a_mask_folder_and_auto(prompted, env, tm
     jitter = predictor.rule.jitter(6, predictor.mapper.size)
     assert grown[0] < tight[0] and grown[2] > tight[2]
     assert tight[0] - grown[0] == pytest.approx((MODEL_MASK_GROWTH - 0.5) * jitter)
+
+
+def test_auto_takes_its_first_pass_from_the_prompt_free_configuration_beside_it(prompted, env, tmp_path, capsys,
+                                                                                monkeypatch):
+    """With a configuration trained without prompts next to the prompted one (same plan, the folds asked
+    for), `auto`'s first pass is that model's (it mirrors as it was trained); otherwise the prompted model's."""
+    _, images = prompted
+    train(train_args("decoder", "--epochs", "1", "--iters-per-epoch", "3", "--val-slices", "4"), show_progress=False)
+    counterpart = env.results / "Dataset990_Synthetic" / "decoder__tiny"
+    first_passes = []
+    original = SlicePredictor.predict_preprocessed
+
+    def recorded(self, data):
+        first_passes.append(type(self).__name__)
+        return original(self, data)
+
+    monkeypatch.setattr(SlicePredictor, "predict_preprocessed", recorded)
+    out = tmp_path / "auto"
+    predict(["-i", str(images), "-o", str(out), "--amp", "off", "-npp", "1", "-nps", "1", "--prompts", "auto"])
+    info = read_json(out / "prediction_info.json")
+    assert info["prompts"]["first_pass"] == str(counterpart) and f"auto's first pass: {counterpart}" in capsys.readouterr().out
+    assert first_passes == ["SlicePredictor"] * len(_case_ids(images))  # the prompt-free model, once a case
+    assert info["mirroring_axes"] == read_json(counterpart / "fold_0" / "checkpoint_final.json")["mirroring_axes"]
+
+    # trained with another plan: its preprocessing may differ, so the prompted model's own output is used
+    plan = read_json(counterpart / "samunet_plans.json")
+    write_json(dict(plan, note="another plan"), counterpart / "samunet_plans.json")
+    first_passes.clear()
+    predict(["-i", str(images), "-o", str(tmp_path / "own"), "--amp", "off", "-npp", "1", "-nps", "1", "--prompts", "auto"])
+    info = read_json(tmp_path / "own" / "prediction_info.json")
+    assert info["prompts"]["first_pass"] == "the prompted model's own prompt-free output"
+    assert first_passes == ["PromptedPredictor"] * len(_case_ids(images)) and info["mirroring_axes"] == []
 
 
 def test_an_empty_mask_prompts_nothing_and_gives_background(prompted, tmp_path):

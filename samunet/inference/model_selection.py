@@ -8,7 +8,7 @@ from pathlib import Path
 
 from samunet.errors import SamunetError
 from samunet.file_io import read_json
-from samunet.layout import BEST_CONFIGURATION_FILE, PROMPTED_SUFFIX, is_prompted_configuration
+from samunet.layout import BEST_CONFIGURATION_FILE, PLANS_FILE, PROMPTED_SUFFIX, is_prompted_configuration
 from samunet.paths import find_dataset, results_root
 
 
@@ -74,3 +74,18 @@ def resolve_model(dataset=None, strategies=None, backbone=None, folds=None, chec
         chosen = sorted(set.intersection(*(set(configurations[n]) for n in names)))
     description = f"{dataset_folder.name}/{'+'.join(names)}, folds {' '.join(chosen)} ({reason})"
     return [dataset_folder / n for n in names], chosen, description
+
+
+def prompt_free_counterpart(prompted_folder, folds, checkpoint_name):
+    """The configuration trained without prompts beside a prompted one (<strategy>__<backbone> next to
+    <strategy>__<backbone>__prompts-<kind>), when it holds the checkpoint in every fold given and was
+    trained with the same plan (so the same preprocessed volume suits both); else None."""
+    prompted_folder = Path(prompted_folder)
+    if not is_prompted_configuration(prompted_folder.name):
+        return None
+    folder = prompted_folder.parent / prompted_folder.name.split(PROMPTED_SUFFIX)[0]
+    if not set(folds) <= set(trained_folds(folder, checkpoint_name)):
+        return None
+    if read_json(folder / PLANS_FILE) != read_json(prompted_folder / PLANS_FILE):
+        return None
+    return folder

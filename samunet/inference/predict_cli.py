@@ -18,7 +18,7 @@ from samunet.errors import SamunetError, cli_entry
 from samunet.file_io import remove_temporaries, write_json
 from samunet.image_folder import find_image_cases
 from samunet.imageio import read_image
-from samunet.inference.model_selection import resolve_model, trained_folds
+from samunet.inference.model_selection import prompt_free_counterpart, resolve_model, trained_folds
 from samunet.inference.prediction_info import INFO_FILE, NO_PROMPTS
 from samunet.inference.predictor import MIRROR_NEIGHBOURS, SlicePredictor
 from samunet.inference.prompt_sources import prompt_source
@@ -81,9 +81,10 @@ def predict_folder(predictor, input_folder, output_folder, continue_prediction=F
         cases = {c: p for c, p in cases.items() if not (output_folder / f"{c}{file_ending}").is_file()}
         remove_temporaries(output_folder)
     # prompted prediction mirrors only in `auto`'s prompt-free first stage
-    mirroring = predictor.mirroring_axes if prompts is None or prompts.record["source"] == "auto" else []
+    mirrored_by = predictor if prompts is None else prompts.first_pass_predictor(predictor)
+    mirroring = mirrored_by.mirroring_axes if mirrored_by else []
     write_json({"model": description, "tta": bool(mirroring), "mirroring_axes": mirroring,
-                "mirrored_slices": ("all" if predictor.mirror_all_slices else "near predicted foreground")
+                "mirrored_slices": ("all" if mirrored_by.mirror_all_slices else "near predicted foreground")
                 if mirroring else "none",
                 "folds": len(predictor.models), "prompts": prompts.record if prompts else NO_PROMPTS},
                output_folder / INFO_FILE)
@@ -145,7 +146,8 @@ def add_common_arguments(p):
     p.add_argument("--prompts", default=None, metavar="FILE|FOLDER|auto",
                    help="prompted prediction with a model trained with --prompts: a prompts file (JSON, see "
                         "samunet_make_prompts), a folder of masks {case}<ending> to derive boxes / points from, or "
-                        "auto (the model's own prompt-free result prompts it)")
+                        "auto (a prompt-free result prompts it: of the configuration trained without prompts "
+                        "beside it when there is one, else of the prompted model itself)")
     p.add_argument("--prompt-provenance", choices=PROVENANCES, default=None,
                    help="where a mask folder's masks come from (default user; a folder samunet_predict wrote "
                         "passes its own on: model, or ground_truth when it was prompted from references); "
@@ -186,8 +188,18 @@ def run(args, model_folders, folds, description):
         prompts = prompt_source(args.prompts, predictor.plan, predictor.dataset_json["file_ending"],
                                 args.prompt_provenance, args.box_growth)
     print(f"model: {description}")
-    if prompts is None or prompts.record["source"] == "auto":
-        print(mirroring_sentence(predictor, args.disable_tta))
+    if prompts is not None and prompts.record["source"] == "auto":
+        first_pass_folder = prompt_free_counterpart(model_folders[0], folds, checkpoint_file(args))
+        if first_pass_folder is not None:
+            first = SlicePredictor.from_model_folder([first_pass_folder], folds, checkpoint_file(args), device,
+                                                     args.amp or default_amp(device), args.checkpoint,
+                                                     args.batch_slices, use_tta=not args.disable_tta)
+            first.mirror_all_slices = args.tta_all_slices
+            prompts.use_first_pass(first, str(first_pass_folder))
+        print(f"auto's first pass: {prompts.record['first_pass']}")
+    mirrored_by = predictor if prompts is None else prompts.first_pass_predictor(predictor)
+    if mirrored_by is not None:
+        print(mirroring_sentence(mirrored_by, args.disable_tta))
     if prompts is not None:
         print(f"prompts: {args.prompts} (provenance {prompts.provenance}); prompted passes do not mirror")
         if prompts.record.get("largest_piece_labels"):

@@ -9,8 +9,10 @@ for automatic ones.
   output): per slice and class, the prompt of the model's kind derived from the mask; provenance
   `--prompt-provenance` (default user). A folder samunet_predict wrote passes its own on: `model` when
   it was predicted prompt-free or by a model, `ground_truth` or `user` when it was prompted so;
-- `auto`: the model predicts prompt-free first (mirroring as samunet_predict does) and its result
-  prompts it; provenance `model`.
+- `auto`: a prompt-free first pass (mirroring as samunet_predict does) prompts the model: that of the
+  configuration trained without prompts beside the prompted one when there is one (trained for the
+  prompt-free task alone, it is the better first pass: docs/benchmarks.md), else the prompted model's own
+  prompt-free output; provenance `model`.
 
 A model's masks (`auto`'s first pass, folders of provenance `model`) hold false positives, and a prompted
 model fills any box it is given: for a class that is one piece in the training labels (the plan's
@@ -52,6 +54,10 @@ class PromptSource:
 
     def predict(self, predictor, case_id, data, properties):
         return predictor.predict_with_prompts(data, self.prompts(predictor, case_id, data, properties), volume_key=case_id)
+
+    def first_pass_predictor(self, predictor):
+        """The predictor of a prompt-free first pass (it alone mirrors), None without one."""
+        return None
 
 
 class FilePrompts(PromptSource):
@@ -127,14 +133,25 @@ class AutoPrompts(PromptSource):
     def __init__(self, growth=None, single_component_labels=()):
         self.growth = mask_growth("model", growth)
         self.largest_piece_labels = list(single_component_labels)
+        self.first_pass = None
         self.record = {"source": "auto", "provenance": "model", "box_growth": self.growth,
-                       "largest_piece_labels": self.largest_piece_labels}
+                       "largest_piece_labels": self.largest_piece_labels,
+                       "first_pass": "the prompted model's own prompt-free output"}
+
+    def use_first_pass(self, predictor, name):
+        """Predict the first pass with this (prompt-free) predictor, named `name` in the record."""
+        self.first_pass = predictor
+        self.record["first_pass"] = name
+
+    def first_pass_predictor(self, predictor):
+        return self.first_pass or predictor
 
     def select(self, cases):
         return cases
 
     def predict(self, predictor, case_id, data, properties):
-        first = keep_largest_component(predictor.predict_preprocessed(data).argmax(0), self.largest_piece_labels)
+        first = self.first_pass_predictor(predictor).predict_preprocessed(data).argmax(0)
+        first = keep_largest_component(first, self.largest_piece_labels)
         return predictor.predict_with_prompts(data, predictor.prompts_from_mask(first, self.growth), volume_key=case_id)
 
 
