@@ -179,10 +179,14 @@ def run(args, model_folders, folds, description):
     if args.box_growth is not None and not args.prompts:
         raise SamunetError("--box-growth shapes boxes derived from --prompts FOLDER or auto; give one")
     device = resolve_device(args.device)
-    cls = PromptedPredictor if args.prompts else SlicePredictor
-    predictor = cls.from_model_folder(model_folders, folds, checkpoint_file(args), device, args.amp or default_amp(device),
-                                      args.checkpoint, args.batch_slices, use_tta=not args.disable_tta)
-    predictor.mirror_all_slices = args.tta_all_slices
+
+    def load(cls, folders):
+        loaded = cls.from_model_folder(folders, folds, checkpoint_file(args), device, args.amp or default_amp(device),
+                                       args.checkpoint, args.batch_slices, use_tta=not args.disable_tta)
+        loaded.mirror_all_slices = args.tta_all_slices
+        return loaded
+
+    predictor = load(PromptedPredictor if args.prompts else SlicePredictor, model_folders)
     prompts = None
     if args.prompts:
         prompts = prompt_source(args.prompts, predictor.plan, predictor.dataset_json["file_ending"],
@@ -191,11 +195,7 @@ def run(args, model_folders, folds, description):
     if prompts is not None and prompts.record["source"] == "auto":
         first_pass_folder = prompt_free_counterpart(model_folders[0], folds, checkpoint_file(args))
         if first_pass_folder is not None:
-            first = SlicePredictor.from_model_folder([first_pass_folder], folds, checkpoint_file(args), device,
-                                                     args.amp or default_amp(device), args.checkpoint,
-                                                     args.batch_slices, use_tta=not args.disable_tta)
-            first.mirror_all_slices = args.tta_all_slices
-            prompts.use_first_pass(first, str(first_pass_folder))
+            prompts.use_first_pass(load(SlicePredictor, [first_pass_folder]), str(first_pass_folder))
         print(f"auto's first pass: {prompts.record['first_pass']}")
     mirrored_by = predictor if prompts is None else prompts.first_pass_predictor(predictor)
     if mirrored_by is not None:
